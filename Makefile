@@ -1,0 +1,39 @@
+# Two entry points that work on a fresh machine (see README.md):
+#   make run    set up .venv, then run the main job
+#   make test   set up .venv, then lint, type-check and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Installed first and explicitly, so pip takes these wheels instead of resolving the newest
+# release (several GB of CUDA packages) from the registry. Override for another platform.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+# A real CIFAR-10 copy; the default is the one beside this checkout on development machines.
+export DWSEARCH_DATA_DIR ?= $(abspath ../shared/datasets/cifar10-jpeg)
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint typecheck clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(BIN)/ruff check dwsearch tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+run: setup
+	$(BIN)/dwsearch profile seed_cnn
+	$(BIN)/dwsearch profile seed_dwsep
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from dwsearch.cli import main
+
+main()

@@ -1,0 +1,34 @@
+"""Built-in block types; importing this package registers them."""
+
+from __future__ import annotations
+
+from dwsearch.blocks.common import SqueezeExcite, make_activation
+from dwsearch.blocks.depthwise import DepthwiseSeparable, HybridConv
+from dwsearch.blocks.inverted import InvertedResidual
+from dwsearch.blocks.layers import (
+    AvgPool,
+    Dropout,
+    Dropout2d,
+    Flatten,
+    GlobalAvgPool,
+    Linear,
+    MaxPool,
+)
+from dwsearch.blocks.standard import ConvBlock, GroupedConvBlock
+
+__all__ = [
+    "AvgPool",
+    "ConvBlock",
+    "DepthwiseSeparable",
+    "Dropout",
+    "Dropout2d",
+    "Flatten",
+    "GlobalAvgPool",
+    "GroupedConvBlock",
+    "HybridConv",
+    "InvertedResidual",
+    "Linear",
+    "MaxPool",
+    "SqueezeExcite",
+    "make_activation",
+]

@@ -1,0 +1,92 @@
+"""Pieces the block families share: activation lookup by name, argument checks, squeeze-excite."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ACTIVATIONS", "SqueezeExcite", "check_kernel_size", "check_positive", "make_activation"]
+
+# Name -> factory. In-place where the input is never reused, as torchvision does.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """An activation module by name: relu, relu6, hardswish, silu or identity."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+    if name == "identity":
+        return nn.Identity()
+    return ACTIVATIONS[name](inplace=True)
+
+
+def check_positive(**values: int | float) -> None:
+    """Raise ValueError naming the first argument that is not a positive number."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{key} must be a positive number, found {value!r}")
+
+
+def check_kernel_size(kernel_size: int) -> int:
+    """Kernel sizes are odd so that 'same' padding (k - 1) / 2 keeps H and W at stride 1."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise ValueError(f"kernel_size must be an odd integer (1, 3, 5, 7), found {kernel_size!r}")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (1, 3, 5, 7), found {kernel_size}")
+    return (kernel_size - 1) // 2
+
+
+def check_skip(skip: bool | None, *, possible: bool, default: bool) -> bool:
+    """Resolve a skip flag: None means ``default`` where shapes allow; True insists."""
+    if skip is None:
+        return default and possible
+    if skip and not possible:
+        raise ValueError(
+            "skip=true needs stride 1 and in_channels == out_channels; "
+            "change them or set skip: false"
+        )
+    return bool(skip)
+
+
+def squeeze_channels(channels: int, se_ratio: float) -> int:
+    """Channels in the squeeze bottleneck: round(channels * se_ratio), at least 1."""
+    return max(1, round(channels * se_ratio))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: global average -> 1x1 reduce -> ReLU -> 1x1 expand -> sigmoid gate.
+
+    The squeeze width is ``max(1, round(channels * se_ratio))`` of the channels it gates.
+    """
+
+    def __init__(self, channels: int, se_ratio: float = 0.25) -> None:
+        super().__init__()
+        if not 0 < se_ratio <= 1:
+            raise ValueError(f"se_ratio must be in (0, 1], found {se_ratio!r}")
+        squeezed = squeeze_channels(channels, se_ratio)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_reduce = nn.Conv2d(channels, squeezed, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.conv_expand = nn.Conv2d(squeezed, channels, 1, bias=True)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.pool(x)
+        scale = self.conv_reduce(scale)
+        scale = self.act(scale)
+        scale = self.conv_expand(scale)
+        scale = self.gate(scale)
+        return x * scale
+
+
+def make_se(channels: int, se_ratio: float) -> nn.Module:
+    """SqueezeExcite when se_ratio > 0, else an identity (no parameters, no cost)."""
+    if se_ratio < 0:
+        raise ValueError(f"se_ratio must be >= 0 (0 disables squeeze-excite), found {se_ratio}")
+    return SqueezeExcite(channels, se_ratio) if se_ratio > 0 else nn.Identity()

@@ -1,0 +1,123 @@
+"""Depthwise separable convolution and the hybrid that interpolates it with a standard conv."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dwsearch.blocks.common import (
+    check_kernel_size,
+    check_positive,
+    check_skip,
+    make_activation,
+    make_se,
+)
+from dwsearch.blocks.standard import ConvBlock
+from dwsearch.registry import register_block
+
+__all__ = ["DepthwiseSeparable", "HybridConv"]
+
+
+@register_block("dwsep")
+class DepthwiseSeparable(nn.Module):
+    """Depthwise k x k (x multiplier) -> BN -> act -> [SE] -> pointwise 1x1 -> BN -> act [+ skip].
+
+    With kernel_size=3, multiplier=1 this is the seed study's ``conv_dw``. The skip adds the
+    input after the last activation; it needs stride 1 and in_channels == out_channels.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        multiplier: int = 1,
+        bn: bool = True,
+        activation: str = "relu",
+        se_ratio: float = 0.0,
+        skip: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels, out_channels=out_channels, stride=stride, multiplier=multiplier
+        )
+        if not isinstance(multiplier, int) or isinstance(multiplier, bool):
+            raise ValueError(f"multiplier must be a positive integer, found {multiplier!r}")
+        padding = check_kernel_size(kernel_size)
+        mid_channels = in_channels * multiplier
+        self.has_skip = check_skip(
+            skip, possible=stride == 1 and in_channels == out_channels, default=False
+        )
+        self.conv_dw = nn.Conv2d(
+            in_channels, mid_channels, kernel_size, stride, padding, groups=in_channels,
+            bias=not bn,
+        )
+        self.bn1 = nn.BatchNorm2d(mid_channels) if bn else nn.Identity()
+        self.act1 = make_activation(activation)
+        self.se = make_se(mid_channels, se_ratio)
+        self.conv_pw = nn.Conv2d(mid_channels, out_channels, 1, bias=not bn)
+        self.bn2 = nn.BatchNorm2d(out_channels) if bn else nn.Identity()
+        self.act2 = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.conv_dw(x)
+        x = self.bn1(x)
+        x = self.act1(x)
+        x = self.se(x)
+        x = self.conv_pw(x)
+        x = self.bn2(x)
+        x = self.act2(x)
+        if self.has_skip:
+            x = x + shortcut
+        return x
+
+
+@register_block("hybrid")
+class HybridConv(nn.Module):
+    """Output channels split: round(ratio x out) from a standard conv, the rest from dwsep.
+
+    ratio=1 is exactly ``conv`` (no bias, BN), ratio=0 exactly ``dwsep``; between them the
+    two paths run side by side on the same input and their outputs are concatenated.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        ratio: float = 0.5,
+        multiplier: int = 1,
+        bn: bool = True,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        check_positive(out_channels=out_channels)
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+            raise ValueError(f"ratio must be in [0, 1], found {ratio!r}")
+        self.standard_channels = round(ratio * out_channels)
+        self.separable_channels = out_channels - self.standard_channels
+        self.conv: nn.Module | None = None
+        self.dwsep: nn.Module | None = None
+        if self.standard_channels:
+            self.conv = ConvBlock(
+                in_channels, self.standard_channels, kernel_size, stride, bn=bn,
+                activation=activation,
+            )
+        if self.separable_channels:
+            self.dwsep = DepthwiseSeparable(
+                in_channels, self.separable_channels, kernel_size, stride, multiplier=multiplier,
+                bn=bn, activation=activation,
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dwsep is None:
+            assert self.conv is not None
+            return self.conv(x)
+        if self.conv is None:
+            return self.dwsep(x)
+        standard = self.conv(x)
+        separable = self.dwsep(x)
+        return torch.cat([standard, separable], dim=1)

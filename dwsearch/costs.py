@@ -1,0 +1,460 @@
+"""Exact costs of a network: parameters, multiply-adds (fvcore), activations, latency.
+
+Convention (stated in every printed table):
+
+* One multiply-add = one MAC; FLOPs = 2 x MACs. Counted at batch 1, in eval mode.
+* Convolution and linear layers: their multiply-adds (fvcore), bias additions not counted.
+  A k x k conv costs H_out x W_out x C_out x (C_in / groups) x k^2 MACs.
+* Batch norm: ``bn="counted"`` charges 1 MAC per output element (at inference it is one
+  scale-and-shift, y = a*x + b); ``bn="folded"`` charges 0, as after folding it into the
+  preceding conv for deployment.
+* Element-wise arithmetic: residual add and squeeze-excite's gating multiply, 1 MAC per output
+  element. Average pooling (fixed or global/adaptive) and ``mean``: 1 MAC per input element
+  accumulated (fixed windows: kernel area per output element).
+* Comparisons and non-linearities cost 0 MACs: ReLU, ReLU6 (hardtanh), max pooling, sigmoid,
+  hardswish, SiLU. Reshapes, concatenation and dropout (a no-op at inference) are free.
+
+fvcore knows only some of these ops; the handles below cover the rest so that no registry
+block leaves an op uncounted (``Profile.unsupported_ops`` says if a user block does).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from dwsearch.builder import Network, build_model
+from dwsearch.spec import ModelSpec, load_spec
+
+__all__ = [
+    "CONVENTION",
+    "LatencyResult",
+    "LayerCost",
+    "Profile",
+    "count_macs",
+    "device_name",
+    "measure_latency",
+    "profile",
+]
+
+BNMode = Literal["counted", "folded"]
+
+CONVENTION = (
+    "1 multiply-add = 1 MAC, FLOPs = 2 x MACs; batch 1, eval mode; conv/linear multiply-adds; "
+    "batch norm {bn}; residual add, SE multiply, average pooling 1 MAC per element; "
+    "ReLU/ReLU6/max-pool/sigmoid/hardswish/SiLU 0"
+)
+
+
+def _numel(value: Any) -> int:
+    from fvcore.nn.jit_handles import get_shape
+
+    shape = get_shape(value)
+    return math.prod(shape) if shape else 0
+
+
+def _per_output(inputs: list[Any], outputs: list[Any]) -> int:
+    return _numel(outputs[0])
+
+
+def _per_input(inputs: list[Any], outputs: list[Any]) -> int:
+    return _numel(inputs[0])
+
+
+def _free(inputs: list[Any], outputs: list[Any]) -> int:
+    return 0
+
+
+def _avg_pool(inputs: list[Any], outputs: list[Any]) -> int:
+    kernel = inputs[1].toIValue()
+    if kernel is None:  # traced as a list built at run time: read its constant elements
+        kernel = [v.toIValue() for v in inputs[1].node().inputs()]
+    if not isinstance(kernel, (list, tuple)):
+        kernel = [kernel]
+    area = math.prod(int(k) for k in kernel)
+    if len(kernel) == 1:
+        area *= area
+    return area * _numel(outputs[0])
+
+
+_HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {
+    "aten::add": _per_output,
+    "aten::add_": _per_output,
+    "aten::mul": _per_output,
+    "aten::mul_": _per_output,
+    "aten::avg_pool2d": _avg_pool,
+    "aten::adaptive_avg_pool2d": _per_input,
+    "aten::mean": _per_input,
+    "aten::max_pool2d": _free,
+    "aten::sigmoid": _free,
+    "aten::sigmoid_": _free,
+    "aten::hardtanh": _free,
+    "aten::hardtanh_": _free,
+    "aten::hardswish": _free,
+    "aten::hardswish_": _free,
+    "aten::silu": _free,
+    "aten::silu_": _free,
+    "aten::relu": _free,
+    "aten::relu_": _free,
+    "aten::dropout": _free,
+    "aten::feature_dropout": _free,
+}
+
+
+def _model_and_spec(
+    model_or_spec: nn.Module | ModelSpec | Mapping[str, Any] | str | Path,
+) -> tuple[nn.Module, ModelSpec | None]:
+    if isinstance(model_or_spec, nn.Module):
+        spec = model_or_spec.spec if isinstance(model_or_spec, Network) else None
+        return model_or_spec, spec
+    spec = load_spec(model_or_spec)
+    return build_model(spec), spec
+
+
+def count_macs(
+    model: nn.Module, input_shape: tuple[int, ...], *, bn: BNMode = "counted"
+) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
+    """MACs of ``model`` on one input of ``input_shape`` (C, H, W) under the module convention.
+
+    Returns (total, by module name, by operator, unsupported ops with their call counts).
+    """
+    if bn not in ("counted", "folded"):
+        raise ValueError(f"bn must be 'counted' or 'folded', found {bn!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            # fvcore traces with torch.jit, which newer torch marks deprecated; not actionable here.
+            warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+            from fvcore.nn import FlopCountAnalysis
+
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            sample = torch.zeros(1, *input_shape, device=device)
+            analysis = FlopCountAnalysis(model, sample)
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            for op, handle in _HANDLES.items():
+                analysis.set_op_handle(op, handle)
+            analysis.set_op_handle("aten::batch_norm", _per_output if bn == "counted" else _free)
+            total = int(analysis.total())
+            by_module = {k: int(v) for k, v in analysis.by_module().items()}
+            by_operator = {k: int(v) for k, v in analysis.by_operator().items()}
+            unsupported = dict(analysis.unsupported_ops())
+    finally:
+        model.train(was_training)
+    return total, by_module, by_operator, unsupported
+
+
+def _activations(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Elements each top-level child outputs for one sample (a memory proxy)."""
+    counts: dict[str, int] = {}
+    hooks = []
+    for name, child in model.named_children():
+
+        def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+            if isinstance(out, torch.Tensor):
+                counts[name] = counts.get(name, 0) + out[0].numel()
+
+        hooks.append(child.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for handle in hooks:
+            handle.remove()
+    return counts
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Costs of one top-level layer; shapes exclude the batch dimension."""
+
+    index: int
+    name: str  # module name ("0", "1", ...) for built networks
+    block: str  # registry block, or the module's class name for plain models
+    args: str  # the layer's spec arguments, compact
+    out_shape: tuple[int, ...]
+    params: int
+    macs: int
+    activations: int  # elements the layer outputs for one sample
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a network costs, before any training. ``macs`` is per sample (batch 1)."""
+
+    input_shape: tuple[int, ...]
+    bn: BNMode
+    params: int
+    trainable_params: int
+    macs: int
+    activations: int
+    layers: tuple[LayerCost, ...]
+    by_operator: Mapping[str, int] = field(default_factory=dict)
+    unsupported_ops: Mapping[str, int] = field(default_factory=dict)
+    spec_name: str | None = None
+    spec_hash: str | None = None
+
+    @property
+    def flops(self) -> int:
+        """FLOPs = 2 x MACs."""
+        return 2 * self.macs
+
+    @property
+    def convention(self) -> str:
+        bn = "1 MAC per element (counted)" if self.bn == "counted" else "folded into conv (0)"
+        return CONVENTION.format(bn=bn)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "layer": c.index, "block": c.block, "args": c.args,
+                "output": "x".join(map(str, c.out_shape)), "params": c.params,
+                "macs": c.macs, "activations": c.activations,
+            }
+            for c in self.layers
+        ]
+
+    def format_table(self) -> str:
+        """The per-layer table with totals and the counting convention, as plain text."""
+        head = ["layer", "block", "args", "output", "params", "MACs", "activations"]
+        rows = [
+            [str(c.index), c.block, c.args, "x".join(map(str, c.out_shape)),
+             f"{c.params:,}", f"{c.macs:,}", f"{c.activations:,}"]
+            for c in self.layers
+        ]
+        rows.append(["", "total", "", "", f"{self.params:,}", f"{self.macs:,}",
+                     f"{self.activations:,}"])
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        right = {0, 4, 5, 6}
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+
+        rule = "  ".join("-" * w for w in widths)
+        title = f"{self.spec_name or 'model'}: input {'x'.join(map(str, self.input_shape))}"
+        totals = (
+            f"params {self.params:,} ({self.params / 1e6:.3f} M)   "
+            f"MACs {self.macs:,} ({self.macs / 1e6:.2f} M)   "
+            f"FLOPs {self.flops / 1e6:.2f} M   activations {self.activations:,}"
+        )
+        out = [title, line(head), rule, *map(line, rows[:-1]), rule, line(rows[-1]), totals,
+               f"convention: {self.convention}"]
+        if self.unsupported_ops:
+            ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.unsupported_ops.items()))
+            out.append(f"warning: ops not counted (no handle): {ops}")
+        return "\n".join(out)
+
+
+def _compact_args(args: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in args.items())
+
+
+def profile(
+    model_or_spec: nn.Module | ModelSpec | Mapping[str, Any] | str | Path,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    bn: BNMode = "counted",
+) -> Profile:
+    """Parameters, MACs (per sample), activations and a per-layer table.
+
+    ``model_or_spec``: a built model, a ModelSpec or dict, a YAML path or a built-in name.
+    ``input_shape`` (C, H, W) defaults to the spec's. The model is left as it was.
+    """
+    model, spec = _model_and_spec(model_or_spec)
+    if input_shape is None:
+        if spec is None:
+            raise ValueError("input_shape is required for a model not built from a spec")
+        input_shape = spec.input_shape
+    input_shape = tuple(input_shape)
+    total, by_module, by_operator, unsupported = count_macs(model, input_shape, bn=bn)
+    activations = _activations(model, input_shape)
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        child.register_forward_hook(
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
+        )
+        for name, child in model.named_children()
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    layers = []
+    for index, (name, child) in enumerate(model.named_children()):
+        if spec is not None and index < len(spec.layers):
+            block, args = spec.layers[index].block, _compact_args(spec.layers[index].args)
+        else:
+            block, args = type(child).__name__, ""
+        layers.append(
+            LayerCost(
+                index=index, name=name, block=block, args=args,
+                out_shape=shapes.get(name, ()),
+                params=sum(p.numel() for p in child.parameters()),
+                macs=by_module.get(name, 0),
+                activations=activations.get(name, 0),
+            )
+        )
+    return Profile(
+        input_shape=input_shape,
+        bn=bn,
+        params=sum(p.numel() for p in model.parameters()),
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        macs=total,
+        activations=sum(activations.values()),
+        layers=tuple(layers),
+        by_operator=by_operator,
+        unsupported_ops=unsupported,
+        spec_name=spec.name if spec is not None else type(model).__name__,
+        spec_hash=spec.hash() if spec is not None else None,
+    )
+
+
+# -- latency ---------------------------------------------------------------------------------
+
+
+def device_name(device: torch.device) -> str:
+    """A human name for the device: the GPU model, or the CPU model from /proc/cpuinfo."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Forward-pass latency of one batch, in milliseconds, and the conditions measured under."""
+
+    median_ms: float
+    q1_ms: float  # 25th percentile
+    q3_ms: float  # 75th percentile
+    min_ms: float
+    max_ms: float
+    repeats: int
+    warmup: int
+    batch_size: int
+    input_shape: tuple[int, ...]
+    device: str  # "cpu" or "cuda:0"
+    device_name: str
+    threads: int  # torch intra-op threads used
+    channels_last: bool
+    torch_version: str
+    samples_ms: tuple[float, ...] = ()
+
+    @property
+    def iqr_ms(self) -> float:
+        return self.q3_ms - self.q1_ms
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch_size / (self.median_ms / 1000.0)
+
+    def summary(self) -> str:
+        return (
+            f"latency {self.median_ms:.3f} ms median (IQR {self.q1_ms:.3f}-{self.q3_ms:.3f}, "
+            f"{self.repeats} repeats after {self.warmup} warm-up) at batch {self.batch_size} on "
+            f"{self.device_name} ({self.device}, {self.threads} threads"
+            f"{', channels_last' if self.channels_last else ''}), torch {self.torch_version}"
+        )
+
+
+def measure_latency(
+    model_or_spec: nn.Module | ModelSpec | Mapping[str, Any] | str | Path,
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    channels_last: bool = False,
+    warmup: int = 10,
+    repeats: int = 50,
+) -> LatencyResult:
+    """Median inference latency (eval mode, ``torch.inference_mode``) of a copy of the model.
+
+    Each repeat times one forward pass; on CUDA the device is synchronised before and after,
+    so the time covers the kernels, not just their launch. ``threads`` sets torch's intra-op
+    threads for the measurement and restores the previous value afterwards.
+    """
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError("batch_size and repeats must be >= 1 and warmup >= 0")
+    model, spec = _model_and_spec(model_or_spec)
+    if input_shape is None:
+        if spec is None:
+            raise ValueError("input_shape is required for a model not built from a spec")
+        input_shape = spec.input_shape
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = copy.deepcopy(model).to(dev).to(memory_format=memory_format).eval()
+    sample = torch.randn(batch_size, *input_shape, device=dev).contiguous(
+        memory_format=memory_format
+    )
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    samples: list[float] = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(sample)
+            for _ in range(repeats):
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                start = time.perf_counter()
+                model(sample)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                samples.append((time.perf_counter() - start) * 1000.0)
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous_threads)
+    quartiles = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+    return LatencyResult(
+        median_ms=statistics.median(samples),
+        q1_ms=quartiles[0],
+        q3_ms=quartiles[2],
+        min_ms=min(samples),
+        max_ms=max(samples),
+        repeats=repeats,
+        warmup=warmup,
+        batch_size=batch_size,
+        input_shape=tuple(input_shape),
+        device=str(dev) if dev.type == "cpu" else f"cuda:{dev.index or 0}",
+        device_name=device_name(dev),
+        threads=used_threads,
+        channels_last=channels_last,
+        torch_version=torch.__version__,
+        samples_ms=tuple(samples),
+    )
+

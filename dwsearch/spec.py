@@ -1,0 +1,252 @@
+"""Model specs: plain data describing a network as a list of registry blocks.
+
+A spec knows nothing of torch: it is parsed from YAML or dicts, validated for shape of the
+data (not of the network; that is the builder's job), round-trips unchanged and hashes stably.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["LayerSpec", "ModelSpec", "SpecError", "load_spec"]
+
+_SCALAR = (bool, int, float, str, type(None))
+
+
+class SpecError(ValueError):
+    """A spec that cannot be parsed or does not fit the network; the message says where."""
+
+
+def _check_value(value: Any, where: str) -> Any:
+    """Return a deep copy of a YAML/JSON-style value, or raise naming ``where``."""
+    if isinstance(value, _SCALAR):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_check_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SpecError(f"{where}: keys must be strings, found {k!r}")
+            out[k] = _check_value(v, f"{where}.{k}")
+        return out
+    raise SpecError(
+        f"{where}: {type(value).__name__} is not allowed; use numbers, strings, booleans, lists"
+    )
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer: a registry block name and the keyword arguments for its constructor."""
+
+    block: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.block, str) or not self.block:
+            raise SpecError(f"block must be a non-empty string, found {self.block!r}")
+        object.__setattr__(self, "args", _check_value(dict(self.args), self.block))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "layer") -> LayerSpec:
+        if not isinstance(data, Mapping):
+            raise SpecError(
+                f"{where}: expected a mapping like {{block: conv, out_channels: 32}}, "
+                f"found {type(data).__name__}"
+            )
+        if "block" not in data:
+            raise SpecError(f"{where}: missing key 'block' (the registry name of the layer)")
+        args = {k: v for k, v in data.items() if k != "block"}
+        try:
+            return cls(block=data["block"], args=_check_value(args, where))
+        except SpecError as err:
+            if str(err).startswith(where):
+                raise
+            raise SpecError(f"{where}: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"block": self.block, **copy.deepcopy(dict(self.args))}
+
+    def with_args(self, **changes: Any) -> LayerSpec:
+        """A copy with some arguments replaced (``block=`` changes the block type)."""
+        block = changes.pop("block", self.block)
+        return LayerSpec(block=block, args={**self.args, **changes})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A whole network: input shape (C, H, W), number of classes and the layers in order."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    layers: tuple[LayerSpec, ...]
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.input_shape)
+        if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise SpecError(f"input: expected positive integers like [3, 32, 32], found {shape}")
+        object.__setattr__(self, "input_shape", shape)
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise SpecError(f"num_classes: expected a positive integer, found {self.num_classes!r}")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise SpecError("layers: a model needs at least one layer")
+
+    # -- parsing -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "spec") -> ModelSpec:
+        """Parse a mapping ``{input, num_classes, layers, [name]}``; errors name ``source``."""
+        if not isinstance(data, Mapping):
+            raise SpecError(f"{source}: expected a mapping with keys input, num_classes, layers")
+        allowed = {"name", "input", "num_classes", "layers"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise SpecError(
+                f"{source}: unknown key(s) {', '.join(map(str, unknown))}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        for key in ("input", "num_classes", "layers"):
+            if key not in data:
+                raise SpecError(f"{source}: missing key '{key}'")
+        if not isinstance(data["input"], Sequence) or isinstance(data["input"], str):
+            raise SpecError(f"{source}: input: expected a list like [3, 32, 32]")
+        if not isinstance(data["layers"], Sequence) or isinstance(data["layers"], str):
+            raise SpecError(f"{source}: layers: expected a list of {{block: NAME, ...}}")
+        layers = tuple(
+            LayerSpec.from_dict(layer, where=f"{source}: layers[{i}]")
+            for i, layer in enumerate(data["layers"])
+        )
+        name = data.get("name")
+        if name is not None and not isinstance(name, str):
+            raise SpecError(f"{source}: name: expected a string, found {name!r}")
+        try:
+            return cls(
+                input_shape=tuple(data["input"]),
+                num_classes=data["num_classes"],
+                layers=layers,
+                name=name,
+            )
+        except SpecError as err:
+            raise SpecError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "<yaml>") -> ModelSpec:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{source}:{mark.line + 1}" if mark is not None else source
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise SpecError(f"{where}: invalid YAML: {problem}") from None
+        return cls.from_dict(data, source=source)
+
+    # -- output --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.name is not None:
+            out["name"] = self.name
+        out["input"] = list(self.input_shape)
+        out["num_classes"] = self.num_classes
+        out["layers"] = [layer.to_dict() for layer in self.layers]
+        return out
+
+    def to_yaml(self) -> str:
+        """YAML with one flow-style line per layer, as a person would write it."""
+        head = {k: v for k, v in self.to_dict().items() if k != "layers"}
+        text = yaml.safe_dump(head, sort_keys=False, default_flow_style=None)
+        lines = [
+            "  - " + yaml.safe_dump(layer.to_dict(), default_flow_style=True, sort_keys=False,
+                                    width=10_000).strip()
+            for layer in self.layers
+        ]
+        return text + "layers:\n" + "\n".join(lines) + "\n"
+
+    def hash(self) -> str:
+        """Stable content hash (hex, 16 chars) of the architecture; the name is not part of it.
+
+        Argument order does not matter; the same spec hashes the same in every process.
+        """
+        payload = {k: v for k, v in self.to_dict().items() if k != "name"}
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    # -- edits ---------------------------------------------------------------------------
+    def with_overrides(self, overrides: Mapping[str, Any]) -> ModelSpec:
+        """A copy with values replaced by key path.
+
+        Keys: ``num_classes``, ``input``, ``name``, ``layers[i].ARG``, ``layers[i:j].ARG``
+        (a slice sets the argument on every layer in it), ``layers[i].block``. An ARG of
+        ``null`` removes the argument so the block's default applies.
+        """
+        data = self.to_dict()
+        for key, value in overrides.items():
+            _apply_override(data, key, value)
+        return ModelSpec.from_dict(data, source="override")
+
+    def with_num_classes(self, num_classes: int) -> ModelSpec:
+        """A copy whose final linear layer outputs ``num_classes`` (for other datasets)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            if "out_features" in self.layers[i].args:
+                layers = list(self.layers)
+                layers[i] = layers[i].with_args(out_features=num_classes)
+                return ModelSpec(self.input_shape, num_classes, tuple(layers), self.name)
+        raise SpecError("with_num_classes: no layer with out_features to resize")
+
+
+_KEY = re.compile(r"^layers\[(?P<start>-?\d*)(?P<colon>:?)(?P<stop>-?\d*)\]\.(?P<arg>\w+)$")
+
+
+def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
+    if key in ("num_classes", "input", "name"):
+        data[key] = value
+        return
+    match = _KEY.match(key.replace(" ", ""))
+    if match is None:
+        raise SpecError(
+            f"override {key!r}: expected num_classes, input, name, layers[i].ARG or "
+            f"layers[i:j].ARG"
+        )
+    layers = data["layers"]
+    n = len(layers)
+    start, stop = match["start"], match["stop"]
+    if match["colon"]:
+        indices = range(n)[slice(int(start) if start else None, int(stop) if stop else None)]
+    else:
+        if not start:
+            raise SpecError(f"override {key!r}: missing layer index")
+        i = int(start)
+        if not -n <= i < n:
+            raise SpecError(f"override {key!r}: layer index {i} out of range 0..{n - 1}")
+        indices = range(n)[i : i + 1] if i >= 0 else range(n)[i : (i + 1) or None]
+    arg = match["arg"]
+    for i in indices:
+        if value is None and arg != "block":
+            layers[i].pop(arg, None)
+        else:
+            layers[i][arg] = copy.deepcopy(value)
+
+
+def load_spec(source: str | Path | Mapping[str, Any] | ModelSpec) -> ModelSpec:
+    """A spec from a ModelSpec, a dict, a YAML file path or a built-in name (``seed_cnn``)."""
+    if isinstance(source, ModelSpec):
+        return source
+    if isinstance(source, Mapping):
+        return ModelSpec.from_dict(source)
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise SpecError(f"{path}: no such spec file")
+        return ModelSpec.from_yaml(path.read_text(), source=str(path))
+    from dwsearch.zoo import get_spec
+
+    return get_spec(str(source))

@@ -1,0 +1,89 @@
+"""The command line: output, help everywhere, one-line errors with non-zero exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from dwsearch.cli import main
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_blocks_lists_with_descriptions_and_wildcards() -> None:
+    code, out = run("blocks", "dw*")
+    assert code == 0
+    assert out.startswith("dwsep ") and "Depthwise" in out and "conv " not in out
+    code, out = run("blocks")
+    assert code == 0 and len(out.splitlines()) >= 12
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "seed_dwsep"])
+def test_profile_prints_rows_and_totals(name: str) -> None:
+    code, out = run("profile", name)
+    assert code == 0
+    lines = out.splitlines()
+    assert sum(line.strip()[:2].strip().isdigit() for line in lines) == 14  # one row per layer
+    assert any(line.startswith("params ") and "MACs" in line for line in lines)
+    assert "convention:" in out
+
+
+def test_profile_json_and_input_override() -> None:
+    code, out = run("profile", "seed_dwsep", "--format", "json", "--bn", "folded",
+                    "--input", "3,64,64", "--set", "layers[9].block=global_avgpool")
+    assert code == 0
+    data = json.loads(out)
+    assert data["bn"] == "folded" and len(data["layers"]) == 14
+    assert data["layers"][10]["output"] == "1024"
+
+
+def test_profile_latency() -> None:
+    code, out = run("profile", "seed_dwsep", "--latency", "--threads", "1")
+    assert code == 0 and "latency" in out and "1 threads" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["profile", "seed_cn"], "did you mean seed_cnn"),
+        (["profile", "missing.yaml"], "no such spec file"),
+        (["profile", "seed_cnn", "--set", "layers[0].kernal_size=5"], "did you mean 'kernel_size'"),
+        (["profile", "seed_cnn", "--set", "layers[3].in_channels=7"], "in_channels is 7"),
+        (["profile", "seed_cnn", "--input", "3,a,4"], "expected integers"),
+        (["blocks", "zz*"], "no block matches"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_nonzero_exit(args: list[str], message: str) -> None:
+    code, out = run(*args)
+    assert code != 0
+    assert message in out
+    assert "Traceback" not in out
+
+
+def test_no_traceback_from_the_real_console_script(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [3, 32, 32]\nnum_classes: 10\nlayers: [{block: conv, out_channels: 8, "
+                   "stride: 0}]\n")
+    proc = subprocess.run([sys.executable, "-m", "dwsearch", "profile", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "layers[0] (conv): stride must be a positive number" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["blocks"], ["profile"], ["show"], ["specs"]])
+def test_help_everywhere(command: list[str]) -> None:
+    code, out = run(*command, "--help")
+    assert code == 0 and "Usage:" in out
+
+
+def test_show_applies_overrides() -> None:
+    code, out = run("show", "seed_cnn", "--set", "layers[5].p=0.2")
+    assert code == 0 and "{block: dropout2d, p: 0.2}" in out

@@ -1,0 +1,129 @@
+"""Whole-network costs against a hand calculation from the seed's documented architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dwsearch import build_model, measure_latency, profile
+
+# The seed's layers as (in, out, spatial size the conv runs at, has BN, kind).
+SEED_CONVS = [(3, 32, 32, True), (32, 64, 32, True), (64, 128, 32, True), (128, 128, 32, False),
+              (128, 256, 16, True), (256, 256, 16, False)]
+SEED_FCS = [(16384, 1024), (1024, 512), (512, 10)]
+DWSEP_AT = {0, 1, 2, 4}  # which of SEED_CONVS the depthwise net replaces with conv_dw
+
+
+def hand_count(depthwise: bool) -> tuple[int, int]:
+    """(params, MACs with BN folded) from the seed's formulas: standard conv
+    C_in*C_out*K^2 (+bias, +BN 2*C_out); conv_dw C_in*K^2 + C_in*C_out (+BN 2*C_in + 2*C_out);
+    MACs H*W*C_in*C_out*K^2 and H*W*C_in*(K^2 + C_out)."""
+    params = macs = 0
+    for i, (ci, co, hw, bn) in enumerate(SEED_CONVS):
+        if depthwise and i in DWSEP_AT:
+            params += ci * 9 + 2 * ci + ci * co + 2 * co
+            macs += hw * hw * ci * (9 + co)
+        else:
+            params += ci * co * 9 + co + (2 * co if bn else 0)
+            macs += hw * hw * ci * co * 9
+    for fi, fo in SEED_FCS:
+        params += fi * fo + fo
+        macs += fi * fo
+    return params, macs
+
+
+@pytest.mark.parametrize(("name", "depthwise"), [("seed_cnn", False), ("seed_dwsep", True)])
+def test_seed_totals_match_hand_calculation(name: str, depthwise: bool) -> None:
+    params, macs = hand_count(depthwise)
+    result = profile(name, bn="folded")
+    assert result.params == params
+    assert result.macs == macs
+    assert result.flops == 2 * macs
+    assert not result.unsupported_ops
+    assert sum(layer.params for layer in result.layers) == result.params
+    assert sum(layer.macs for layer in result.layers) == result.macs
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "seed_dwsep"])
+def test_counted_bn_adds_one_mac_per_bn_output_element(name: str) -> None:
+    model = build_model(name)
+    sizes: list[int] = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel()))
+    model.eval()(torch.zeros(1, 3, 32, 32))
+    bn_elements = sum(sizes)
+    assert profile(model, bn="counted").macs - profile(model, bn="folded").macs == bn_elements
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "seed_dwsep"])
+def test_totals_agree_with_torch_flop_counter(name: str) -> None:
+    model = build_model(name).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    result = profile(model, bn="folded")
+    # No residual adds, SE or average pooling in the seed nets: every MAC is a conv or matmul.
+    assert 2 * result.macs == counter.get_total_flops()
+
+
+def test_seed_ratios_the_readme_reports() -> None:
+    """The seed claims ~8-9x fewer parameters and FLOPs; per replaced layer that holds,
+    for the whole network it does not (the 16.8M-parameter FC layer dominates)."""
+    cnn, dw = profile("seed_cnn", bn="folded"), profile("seed_dwsep", bn="folded")
+    layer6 = cnn.layers[6].macs / dw.layers[6].macs
+    assert 8.0 < layer6 < 9.0  # the seed's own example: 301.99M / 34.7M = 8.7x at 32x32
+    assert cnn.params / dw.params < 1.1
+    assert cnn.macs / dw.macs < 1.5
+
+
+def test_activations_count_layer_outputs() -> None:
+    result = profile("seed_cnn")
+    assert result.layers[0].activations == 32 * 32 * 32
+    assert result.layers[9].activations == 16384
+    assert result.activations == sum(layer.activations for layer in result.layers)
+
+
+def test_profile_leaves_model_mode_alone() -> None:
+    model = build_model("seed_dwsep").train()
+    profile(model)
+    assert model.training
+
+
+def test_table_states_the_convention() -> None:
+    text = profile("seed_dwsep", bn="folded").format_table()
+    assert "FLOPs = 2 x MACs" in text and "folded" in text
+    assert "18,092,395" in text.splitlines()[-3]
+
+
+def test_profile_of_a_plain_module_needs_an_input_shape() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    with pytest.raises(ValueError, match="input_shape is required"):
+        profile(net)
+    assert profile(net, (3, 5, 5)).macs == 3 * 3 * 4 * 3 * 9
+
+
+def test_latency_reports_conditions_and_restores_threads() -> None:
+    before = torch.get_num_threads()
+    result = measure_latency("seed_dwsep", batch_size=2, device="cpu", threads=1,
+                             warmup=1, repeats=3, channels_last=True)
+    assert torch.get_num_threads() == before
+    assert result.threads == 1 and result.batch_size == 2 and result.channels_last
+    assert result.repeats == len(result.samples_ms) == 3
+    assert result.min_ms <= result.median_ms <= result.max_ms
+    assert result.torch_version == torch.__version__ and result.device_name
+    assert "median" in result.summary()
+
+
+def test_latency_on_missing_cuda_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        measure_latency("seed_dwsep", device="cuda", repeats=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_latency_on_cuda() -> None:
+    result = measure_latency("seed_dwsep", batch_size=8, device="cuda", warmup=2, repeats=5)
+    assert result.device.startswith("cuda") and result.median_ms > 0
