@@ -188,3 +188,167 @@ def profile_cmd(
                 k: v for k, v in timing.__dict__.items() if k != "samples_ms"
             }
         click.echo(json.dumps(payload, indent=2))
+
+
+@main.command()
+@spec_options
+@click.option("--dataset", default="cifar10", show_default=True,
+              type=click.Choice(["cifar10", "imagefolder"]))
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Dataset folder; default $DWSEARCH_DATA_DIR, else the cache directory.")
+@click.option("--val-size", default=5000, show_default=True, type=click.IntRange(min=0),
+              help="Images carved from the training set for validation.")
+@click.option("--subset", "train_subset", type=click.IntRange(min=1),
+              help="Train on this many images (stratified) for a cheaper run.")
+@click.option("--test-subset", type=click.IntRange(min=1),
+              help="Evaluate on this many test images (stratified).")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=0.1, show_default=True, type=float)
+@click.option("--optimizer", default="sgd", show_default=True,
+              type=click.Choice(["sgd", "adamw"]))
+@click.option("--schedule", default="constant", show_default=True,
+              type=click.Choice(["constant", "cosine", "onecycle"]))
+@click.option("--label-smoothing", default=0.0, show_default=True, type=float)
+@click.option("--augment/--no-augment", default=False, show_default=True,
+              help="Random crop (padding 4) and horizontal flip; the seed recipe uses none.")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="auto: bf16 autocast where the CPU or GPU supports it, else fp32.")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="Write a checkpoint here after every epoch.")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
+@click.option("--no-test", is_flag=True, help="Skip the final test-set evaluation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train(
+    spec: str,
+    overrides: dict[str, Any],
+    dataset: str,
+    data_dir: str | None,
+    val_size: int,
+    train_subset: int | None,
+    test_subset: int | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str,
+    schedule: str,
+    label_smoothing: float,
+    augment: bool,
+    precision: str,
+    channels_last: bool,
+    use_compile: bool,
+    device: str,
+    threads: int | None,
+    seed: int,
+    checkpoint: str | None,
+    resume: bool,
+    no_test: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Train SPEC once; print validation and test accuracy, params, MACs and time.
+
+    Defaults are the seed study's recipe: SGD lr 0.1, momentum 0.9, weight decay 1e-4,
+    batch 128, 10 epochs, no augmentation, inputs normalised with mean and std 0.5.
+    """
+    from dwsearch.experiment import DataConfig, train_spec
+    from dwsearch.train import TrainConfig
+
+    if resume and not checkpoint:
+        raise click.UsageError("--resume needs --checkpoint PATH")
+    model_spec = _load(spec, overrides)
+    config = TrainConfig(
+        optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs,
+        label_smoothing=label_smoothing, schedule=schedule, augment=augment,
+        precision=precision, channels_last=channels_last, compile=use_compile, device=device,
+        threads=threads, seed=seed,
+    )
+    data = DataConfig(dataset=dataset, data_dir=data_dir, val_size=val_size,
+                      train_subset=train_subset, test_subset=test_subset, seed=seed)
+    report = train_spec(
+        model_spec, data, config, test=not no_test, checkpoint=checkpoint, resume=resume,
+        progress=False if quiet else None,
+    )
+    if as_json:
+        payload = {
+            "spec": report.spec.name, "hash": report.spec.hash(), "params": report.params,
+            "macs": report.macs, "val_accuracy": report.val_accuracy,
+            "test_accuracy": report.test_accuracy, "test_loss": report.test_loss,
+            "data": report.data_source, "train_images": report.train_images,
+            "load_seconds": report.load_seconds, **report.result.to_dict(),
+        }
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        click.echo(report.summary())
+    if report.result.status == "diverged":
+        sys.exit(3)
+
+
+@main.command()
+@click.argument("specs", nargs=-1)
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="CIFAR-10 folder; default $DWSEARCH_DATA_DIR, else the cache directory.")
+@click.option("--steps", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Timed training steps per pipeline and spec.")
+@click.option("--seed-workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="DataLoader workers of the seed-style pipeline.")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1))
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="Measure peak memory in training and inference.")
+@click.option("--load-times/--no-load-times", default=True, show_default=True,
+              help="Measure cold and warm dataset load times.")
+@click.option("--accuracy-subset", type=click.IntRange(min=1),
+              help="Also train on this many images in fp32 and bf16 and compare accuracy.")
+@click.option("--accuracy-epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="Write the results as JSON here (a .md path writes the Markdown tables).")
+def bench(
+    specs: tuple[str, ...],
+    data_dir: str | None,
+    steps: int,
+    seed_workers: int,
+    precision: str,
+    channels_last: bool,
+    device: str,
+    threads: int | None,
+    memory: bool,
+    load_times: bool,
+    accuracy_subset: int | None,
+    accuracy_epochs: int,
+    output: str | None,
+) -> None:
+    """Seed-style training pipeline vs dwsearch's, measured in one run (default specs:
+    seed_cnn seed_dwsep); prints images/s ratios, data-loading share, load times, memory."""
+    from pathlib import Path
+
+    from dwsearch.bench import run_bench
+    from dwsearch.train import TrainConfig
+
+    config = TrainConfig(precision=precision, channels_last=channels_last, device=device,
+                         threads=threads)
+    result = run_bench(
+        list(specs) or ["seed_cnn", "seed_dwsep"], data_dir=data_dir, steps=steps,
+        seed_workers=seed_workers, config=config, memory=memory, load_times=load_times,
+        accuracy_subset=accuracy_subset, accuracy_epochs=accuracy_epochs,
+        log=lambda line: click.echo(line, err=True),
+    )
+    text = result.to_markdown()
+    click.echo(text)
+    if output:
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".md":
+            path.write_text(text + "\n")
+        else:
+            path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")

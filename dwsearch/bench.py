@@ -1,0 +1,421 @@
+"""Benchmarks: the seed study's training pipeline against dwsearch's, measured in one run.
+
+Everything here is measured, on the machine it runs on; nothing is asserted about speed.
+The seed-style pipeline is how the seed trains: a per-image dataset of PIL images through
+``Resize(32, 32)``, ``ToTensor`` and ``Normalize(0.5, 0.5)`` transforms and a ``DataLoader``,
+a model in fp32 and NCHW, SGD, and ``loss.item()`` every step for its running loss.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dwsearch.builder import build_model
+from dwsearch.costs import device_name
+from dwsearch.data import BatchLoader, DataSplits, ImageTensors, load_dataset
+from dwsearch.spec import load_spec
+from dwsearch.train import TrainConfig, fit, resolve_device, resolve_precision, seed_everything
+
+__all__ = [
+    "BenchResult",
+    "MemoryResult",
+    "ThroughputResult",
+    "dataset_load_times",
+    "dwsearch_throughput",
+    "peak_memory",
+    "run_bench",
+    "seed_pipeline_throughput",
+]
+
+
+class SeedStyleDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """torchvision's CIFAR10 dataset, in effect: HWC uint8 arrays turned into a PIL image
+    and transformed one image at a time."""
+
+    def __init__(self, data: ImageTensors) -> None:
+        from torchvision import transforms
+
+        self.images = data.images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.labels = data.labels.tolist()
+        self.transform = transforms.Compose([
+            transforms.Resize((32, 32)),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        image = Image.fromarray(self.images[index])
+        return self.transform(image), self.labels[index]
+
+
+@dataclass(frozen=True)
+class ThroughputResult:
+    """Training throughput over ``steps`` timed steps after ``warmup_steps`` untimed ones."""
+
+    pipeline: str  # "seed" or "dwsearch"
+    spec: str
+    images_per_second: float
+    steps: int
+    batch_size: int
+    precision: str
+    channels_last: bool
+    data_seconds: float = 0.0  # time spent producing batches (dwsearch pipeline only)
+    epoch_seconds: float = 0.0
+
+
+def seed_pipeline_throughput(
+    spec_name: str,
+    data: ImageTensors,
+    *,
+    steps: int = 16,
+    warmup_steps: int = 2,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> ThroughputResult:
+    """Training images/s of the seed's way of training (see the module docstring)."""
+    seed_everything(seed)
+    model = build_model(load_spec(spec_name))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    criterion = nn.CrossEntropyLoss()
+    loader = torch.utils.data.DataLoader(
+        SeedStyleDataset(data), batch_size=batch_size, shuffle=True, num_workers=num_workers,
+        drop_last=True,
+    )
+    needed = steps + warmup_steps
+    if len(loader) < needed:
+        raise ValueError(f"need {needed * batch_size} images for {needed} steps, "
+                         f"have {len(data)}")
+    model.train()
+    running_loss = 0.0
+    start = 0.0
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(loader)
+    for step in range(needed):
+        if step == warmup_steps:
+            start = time.perf_counter()
+        inputs, labels = next(batches)
+        optimizer.zero_grad()
+        loss = criterion(model(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        running_loss += loss.item()
+    seconds = time.perf_counter() - start
+    return ThroughputResult("seed", spec_name, steps * batch_size / seconds, steps, batch_size,
+                            "fp32", False, epoch_seconds=seconds)
+
+
+def dwsearch_throughput(
+    spec_name: str,
+    data: ImageTensors,
+    config: TrainConfig,
+    *,
+    steps: int = 16,
+) -> ThroughputResult:
+    """Training images/s of dwsearch's trainer: two epochs of ``steps`` batches each over the
+    same images, the first untimed (warm-up); also the share of the timed epoch spent
+    producing batches, measured by iterating the same loader alone."""
+    n = steps * config.batch_size
+    if len(data) < n:
+        raise ValueError(f"need {n} images for {steps} steps, have {len(data)}")
+    subset = data.subset(torch.arange(n))
+    device = str(resolve_device(config.device))
+    seed_everything(config.seed)
+    model = build_model(load_spec(spec_name))
+    loader = BatchLoader(subset, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+                         device=device, channels_last=config.channels_last, drop_last=True)
+    result = fit(model, loader, None, replace(config, epochs=2), progress=False)
+    if result.status != "completed" or len(result.epochs) != 2:
+        raise RuntimeError(f"benchmark training did not complete: {result.message}")
+    timed = result.epochs[1]
+    loader.set_epoch(1)
+    start = time.perf_counter()
+    for inputs, _labels in loader:
+        inputs.sum()  # touch the batch, as training would
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    data_seconds = time.perf_counter() - start
+    return ThroughputResult(
+        "dwsearch", spec_name, timed.images_per_second, steps, config.batch_size,
+        resolve_precision(config.precision, device), config.channels_last,
+        data_seconds=data_seconds, epoch_seconds=timed.seconds,
+    )
+
+
+def dataset_load_times(data_dir: str | None) -> tuple[float, float]:
+    """(cold, warm) seconds to load CIFAR-10: decoding into a fresh cache, then from it."""
+    with tempfile.TemporaryDirectory() as cache, _env("DWSEARCH_CACHE_DIR", cache):
+        cold = _timed(lambda: load_dataset("cifar10", data_dir=data_dir, download=False))
+        warm = _timed(lambda: load_dataset("cifar10", data_dir=data_dir, download=False))
+    return cold, warm
+
+
+def _timed(func: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+@contextmanager
+def _env(key: str, value: str) -> Iterator[None]:
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = old
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    """Peak memory of training or inference steps, in MiB.
+
+    CPU: process resident set size (VmHWM) in a fresh process, minus its RSS just before the
+    model was built (``added_mib``). CUDA: ``torch.cuda.max_memory_allocated``.
+    """
+
+    spec: str
+    mode: str  # "train" or "inference"
+    device: str
+    batch_size: int
+    precision: str
+    peak_mib: float
+    added_mib: float
+
+
+def _rss_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def _memory_child(
+    spec_name: str, mode: str, batch: tuple[torch.Tensor, torch.Tensor], config: TrainConfig,
+    steps: int,
+) -> tuple[float, float]:
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, str(device))
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    inputs = batch[0].to(device).contiguous(memory_format=memory_format)
+    labels = batch[1].to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() / 2**20
+    else:
+        before = _rss_kib("VmRSS") / 1024
+    model = build_model(load_spec(spec_name)).to(device).to(memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(steps):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            if mode == "train":
+                model.train()
+                loss = nn.functional.cross_entropy(model(inputs).float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            else:
+                model.eval()
+                with torch.inference_mode():
+                    model(inputs)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = _rss_kib("VmHWM") / 1024
+    return peak, peak - before
+
+
+def peak_memory(
+    spec_name: str, mode: str, batch: tuple[torch.Tensor, torch.Tensor], config: TrainConfig,
+    *, steps: int = 3,
+) -> MemoryResult:
+    """Peak memory of ``steps`` training or inference steps on ``batch``, in a fresh process
+    so that earlier allocations (and the allocator's caches) do not blur the figure."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        peak, added = pool.apply(_memory_child, (spec_name, mode, batch, config, steps))
+    device = str(resolve_device(config.device))
+    return MemoryResult(spec_name, mode, device, len(batch[1]),
+                        resolve_precision(config.precision, device), peak, added)
+
+
+# -- the whole benchmark --------------------------------------------------------------------
+
+
+@dataclass
+class BenchResult:
+    machine: str
+    device: str
+    threads: int
+    torch_version: str
+    date: str
+    data_source: str
+    throughput: list[ThroughputResult] = field(default_factory=list)
+    memory: list[MemoryResult] = field(default_factory=list)
+    load_cold_seconds: float | None = None
+    load_warm_seconds: float | None = None
+    accuracy: list[dict[str, Any]] = field(default_factory=list)
+
+    def ratios(self) -> dict[str, float]:
+        """dwsearch images/s over seed-pipeline images/s, per spec."""
+        seed = {t.spec: t.images_per_second for t in self.throughput if t.pipeline == "seed"}
+        return {
+            t.spec: t.images_per_second / seed[t.spec]
+            for t in self.throughput if t.pipeline == "dwsearch" and t.spec in seed
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratios": self.ratios()}
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"Measured {self.date} on {self.machine} ({self.device}, {self.threads} threads), "
+            f"torch {self.torch_version}; data: {self.data_source}.",
+            "",
+            "| spec | seed pipeline (fp32, NCHW) img/s | dwsearch img/s | precision | ratio | "
+            "batch production, share of epoch |",
+            "|---|---:|---:|---|---:|---:|",
+        ]
+        seed = {t.spec: t for t in self.throughput if t.pipeline == "seed"}
+        for t in self.throughput:
+            if t.pipeline != "dwsearch":
+                continue
+            base = seed.get(t.spec)
+            ratio = f"{t.images_per_second / base.images_per_second:.2f}x" if base else "-"
+            share = f"{t.data_seconds / t.epoch_seconds:.1%}" if t.epoch_seconds else "-"
+            base_ips = f"{base.images_per_second:.1f}" if base else "-"
+            layout = ", channels_last" if t.channels_last else ""
+            lines.append(f"| {t.spec} | {base_ips} | {t.images_per_second:.1f} | "
+                         f"{t.precision}{layout} | {ratio} | {share} |")
+        if self.load_cold_seconds is not None:
+            lines += ["", f"CIFAR-10 load (60,000 images): cold {self.load_cold_seconds:.2f} s "
+                          f"(decode + cache write), warm {self.load_warm_seconds:.3f} s."]
+        if self.memory:
+            lines += ["", "| spec | mode | batch | precision | peak MiB | added by the model run "
+                          "MiB |", "|---|---|---:|---|---:|---:|"]
+            lines += [f"| {m.spec} | {m.mode} | {m.batch_size} | {m.precision} | "
+                      f"{m.peak_mib:.0f} | {m.added_mib:.0f} |" for m in self.memory]
+        if self.accuracy:
+            lines += ["", "| spec | precision | train images | epochs | val accuracy | "
+                          "img/s |", "|---|---|---:|---:|---:|---:|"]
+            lines += [f"| {a['spec']} | {a['precision']} | {a['train_images']:,} | "
+                      f"{a['epochs']} | {a['val_accuracy']:.2%} | {a['images_per_second']:.0f} |"
+                      for a in self.accuracy]
+        return "\n".join(lines)
+
+
+def run_bench(
+    specs: list[str],
+    *,
+    data_dir: str | None = None,
+    steps: int = 16,
+    seed_workers: int = 0,
+    config: TrainConfig | None = None,
+    memory: bool = True,
+    load_times: bool = True,
+    accuracy_subset: int | None = None,
+    accuracy_epochs: int = 2,
+    log: Callable[[str], None] = print,
+) -> BenchResult:
+    """Measure, in this one process and machine: seed-pipeline vs dwsearch training images/s
+    per spec, dataset load times, peak memory per spec in training and inference, and (with
+    ``accuracy_subset``) validation accuracy after training in fp32 and in bf16."""
+    config = config or TrainConfig()
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    splits: DataSplits = load_dataset("cifar10", data_dir=data_dir, download=False,
+                                      val_size=5000)
+    result = BenchResult(
+        machine=device_name(device), device=str(device), threads=torch.get_num_threads(),
+        torch_version=torch.__version__, date=time.strftime("%Y-%m-%d"),
+        data_source=splits.source,
+    )
+    if load_times:
+        result.load_cold_seconds, result.load_warm_seconds = dataset_load_times(data_dir)
+        log(f"load: cold {result.load_cold_seconds:.2f} s, warm {result.load_warm_seconds:.3f} s")
+    for spec in specs:
+        seed = seed_pipeline_throughput(spec, splits.train, steps=steps,
+                                        num_workers=seed_workers)
+        log(f"{spec}: seed pipeline {seed.images_per_second:.1f} images/s")
+        ours = dwsearch_throughput(spec, splits.train, config, steps=steps)
+        log(f"{spec}: dwsearch {ours.images_per_second:.1f} images/s ({ours.precision}), "
+            f"{ours.images_per_second / seed.images_per_second:.2f}x")
+        result.throughput += [seed, ours]
+    if memory:
+        batch = (_normalized(splits.test.images[: config.batch_size]),
+                 splits.test.labels[: config.batch_size])
+        for spec in specs:
+            for mode in ("train", "inference"):
+                mem = peak_memory(spec, mode, batch, config)
+                log(f"{spec} {mode}: peak {mem.peak_mib:.0f} MiB, added {mem.added_mib:.0f} MiB")
+                result.memory.append(mem)
+    if accuracy_subset:
+        for spec in specs:
+            for precision in ("fp32", "bf16"):
+                run_config = replace(config, precision=precision, epochs=accuracy_epochs,
+                                     channels_last=precision != "fp32")
+                if precision == "bf16" and resolve_precision("auto", str(device)) != "bf16":
+                    continue
+                result.accuracy.append(
+                    _accuracy_run(spec, splits, run_config, accuracy_subset)
+                )
+                log(f"{spec} {precision}: val accuracy "
+                    f"{result.accuracy[-1]['val_accuracy']:.2%}")
+    return result
+
+
+def _normalized(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div(255).sub(0.5).div(0.5)
+
+
+def _accuracy_run(
+    spec: str, splits: DataSplits, config: TrainConfig, train_images: int
+) -> dict[str, Any]:
+    from dwsearch.data import stratified_subset
+
+    train = splits.train.subset(stratified_subset(splits.train.labels, train_images, config.seed))
+    device = str(resolve_device(config.device))
+    seed_everything(config.seed)
+    model = build_model(load_spec(spec))
+    train_loader = BatchLoader(train, batch_size=config.batch_size, shuffle=True,
+                               seed=config.seed, device=device,
+                               channels_last=config.channels_last)
+    val_loader = BatchLoader(splits.val, batch_size=512, device=device,
+                             channels_last=config.channels_last)
+    result = fit(model, train_loader, val_loader, config, progress=False)
+    final = result.final
+    return {
+        "spec": spec, "precision": result.precision, "train_images": len(train),
+        "epochs": len(result.epochs), "status": result.status,
+        "val_accuracy": final.val_accuracy if final else float("nan"),
+        "val_images": len(splits.val),
+        "images_per_second": float(np.mean([m.images_per_second for m in result.epochs])),
+    }
