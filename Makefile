@@ -10,8 +10,13 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 # A real CIFAR-10 copy; the default is the one beside this checkout on development machines.
 export DWSEARCH_DATA_DIR ?= $(abspath ../shared/datasets/cifar10-jpeg)
 PYTEST_ARGS ?=
+# The main job trains each seed backbone with the seed's recipe; by default on a stratified
+# subset for a few minutes on a laptop CPU. `make run SUBSET= EPOCHS=10` is the full recipe.
+SUBSET ?= 5000
+EPOCHS ?= 2
+TRAIN_ARGS ?=
 
-.PHONY: setup run test lint typecheck clean
+.PHONY: setup run bench test lint typecheck clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +39,11 @@ test: lint typecheck
 run: setup
 	$(BIN)/dwsearch profile seed_cnn
 	$(BIN)/dwsearch profile seed_dwsep
+	$(BIN)/dwsearch train seed_cnn --epochs $(EPOCHS) $(if $(SUBSET),--subset $(SUBSET)) $(TRAIN_ARGS)
+	$(BIN)/dwsearch train seed_dwsep --epochs $(EPOCHS) $(if $(SUBSET),--subset $(SUBSET)) $(TRAIN_ARGS)
+
+bench: setup
+	$(BIN)/dwsearch bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -309,7 +309,7 @@ class BenchResult:
                 continue
             base = seed.get(t.spec)
             ratio = f"{t.images_per_second / base.images_per_second:.2f}x" if base else "-"
-            share = f"{t.data_seconds / t.epoch_seconds:.1%}" if t.epoch_seconds else "-"
+            share = f"{t.data_seconds / t.epoch_seconds:.2%}" if t.epoch_seconds else "-"
             base_ips = f"{base.images_per_second:.1f}" if base else "-"
             layout = ", channels_last" if t.channels_last else ""
             lines.append(f"| {t.spec} | {base_ips} | {t.images_per_second:.1f} | "
@@ -323,11 +323,11 @@ class BenchResult:
             lines += [f"| {m.spec} | {m.mode} | {m.batch_size} | {m.precision} | "
                       f"{m.peak_mib:.0f} | {m.added_mib:.0f} |" for m in self.memory]
         if self.accuracy:
-            lines += ["", "| spec | precision | train images | epochs | val accuracy | "
-                          "img/s |", "|---|---|---:|---:|---:|---:|"]
-            lines += [f"| {a['spec']} | {a['precision']} | {a['train_images']:,} | "
-                      f"{a['epochs']} | {a['val_accuracy']:.2%} | {a['images_per_second']:.0f} |"
-                      for a in self.accuracy]
+            lines += ["", "| spec | precision | seed | train images | epochs | val accuracy "
+                          "| img/s |", "|---|---|---:|---:|---:|---:|---:|"]
+            lines += [f"| {a['spec']} | {a['precision']} | {a['seed']} | {a['train_images']:,} "
+                      f"| {a['epochs']} | {a['val_accuracy']:.2%} ({a['val_images']:,} images) "
+                      f"| {a['images_per_second']:.0f} |" for a in self.accuracy]
         return "\n".join(lines)
 
 
@@ -340,13 +340,16 @@ def run_bench(
     config: TrainConfig | None = None,
     memory: bool = True,
     load_times: bool = True,
+    throughput: bool = True,
     accuracy_subset: int | None = None,
     accuracy_epochs: int = 2,
+    accuracy_seeds: tuple[int, ...] = (0,),
     log: Callable[[str], None] = print,
 ) -> BenchResult:
     """Measure, in this one process and machine: seed-pipeline vs dwsearch training images/s
     per spec, dataset load times, peak memory per spec in training and inference, and (with
-    ``accuracy_subset``) validation accuracy after training in fp32 and in bf16."""
+    ``accuracy_subset``) validation accuracy after training in fp32 and in bf16, once per
+    seed in ``accuracy_seeds`` so the spread between seeds shows the noise."""
     config = config or TrainConfig()
     device = resolve_device(config.device)
     if config.threads:
@@ -361,7 +364,7 @@ def run_bench(
     if load_times:
         result.load_cold_seconds, result.load_warm_seconds = dataset_load_times(data_dir)
         log(f"load: cold {result.load_cold_seconds:.2f} s, warm {result.load_warm_seconds:.3f} s")
-    for spec in specs:
+    for spec in specs if throughput else []:
         seed = seed_pipeline_throughput(spec, splits.train, steps=steps,
                                         num_workers=seed_workers)
         log(f"{spec}: seed pipeline {seed.images_per_second:.1f} images/s")
@@ -377,18 +380,20 @@ def run_bench(
                 mem = peak_memory(spec, mode, batch, config)
                 log(f"{spec} {mode}: peak {mem.peak_mib:.0f} MiB, added {mem.added_mib:.0f} MiB")
                 result.memory.append(mem)
-    if accuracy_subset:
-        for spec in specs:
-            for precision in ("fp32", "bf16"):
+    precisions = ["fp32"]
+    if resolve_precision("auto", str(device)) != "fp32":
+        precisions.append(resolve_precision("auto", str(device)))
+    for spec in specs if accuracy_subset else []:
+        for run_seed in accuracy_seeds:
+            for precision in precisions:
+                # fp32 as the seed trains (NCHW) against the configured fast path.
                 run_config = replace(config, precision=precision, epochs=accuracy_epochs,
-                                     channels_last=precision != "fp32")
-                if precision == "bf16" and resolve_precision("auto", str(device)) != "bf16":
-                    continue
-                result.accuracy.append(
-                    _accuracy_run(spec, splits, run_config, accuracy_subset)
-                )
-                log(f"{spec} {precision}: val accuracy "
-                    f"{result.accuracy[-1]['val_accuracy']:.2%}")
+                                     seed=run_seed,
+                                     channels_last=config.channels_last and precision != "fp32")
+                row = _accuracy_run(spec, splits, run_config, accuracy_subset or 0)
+                result.accuracy.append(row)
+                log(f"{spec} seed {run_seed} {precision}: val accuracy "
+                    f"{row['val_accuracy']:.2%} ({row['images_per_second']:.0f} images/s)")
     return result
 
 
@@ -413,7 +418,8 @@ def _accuracy_run(
     result = fit(model, train_loader, val_loader, config, progress=False)
     final = result.final
     return {
-        "spec": spec, "precision": result.precision, "train_images": len(train),
+        "spec": spec, "precision": result.precision, "seed": config.seed,
+        "train_images": len(train),
         "epochs": len(result.epochs), "status": result.status,
         "val_accuracy": final.val_accuracy if final else float("nan"),
         "val_images": len(splits.val),

@@ -44,6 +44,27 @@ def _where(index: int, layer: LayerSpec) -> str:
     return f"layers[{index}] ({layer.block})"
 
 
+def _infer_input_size(
+    kwargs: dict[str, Any], where: str, shape: tuple[int, ...], arg: str, kind: str, dims: int
+) -> None:
+    """Fill ``arg`` (in_channels or in_features) from the incoming shape, or explain."""
+    if len(shape) != dims:
+        hint = (
+            "; add {block: flatten} or {block: global_avgpool} before it" if dims == 1 else ""
+        )
+        raise SpecError(
+            f"{where}: expects {kind} but the previous layer produces {shape}{hint}"
+        )
+    given = kwargs.get(arg, shape[0])
+    if given != shape[0]:
+        unit = "channels" if arg == "in_channels" else "features"
+        raise SpecError(
+            f"{where}: {arg} is {given} but the previous layer produces {shape[0]} {unit}; "
+            f"drop {arg} to infer it"
+        )
+    kwargs[arg] = shape[0]
+
+
 def _constructor_kwargs(
     index: int, layer: LayerSpec, shape: tuple[int, ...]
 ) -> tuple[Any, dict[str, Any]]:
@@ -69,31 +90,9 @@ def _constructor_kwargs(
                     f"{where}: unknown argument {key!r}; {hint}allowed: {', '.join(allowed)}"
                 )
     if "in_channels" in params:
-        if len(shape) != 3:
-            raise SpecError(
-                f"{where}: expects an image input (C, H, W) but the previous layer produces "
-                f"{shape}"
-            )
-        given = kwargs.get("in_channels", shape[0])
-        if given != shape[0]:
-            raise SpecError(
-                f"{where}: in_channels is {given} but the previous layer produces "
-                f"{shape[0]} channels; drop in_channels to infer it"
-            )
-        kwargs["in_channels"] = shape[0]
+        _infer_input_size(kwargs, where, shape, "in_channels", "an image input (C, H, W)", 3)
     if "in_features" in params:
-        if len(shape) != 1:
-            raise SpecError(
-                f"{where}: expects a flat input (features,) but the previous layer produces "
-                f"{shape}; add {{block: flatten}} or {{block: global_avgpool}} before it"
-            )
-        given = kwargs.get("in_features", shape[0])
-        if given != shape[0]:
-            raise SpecError(
-                f"{where}: in_features is {given} but the previous layer produces "
-                f"{shape[0]} features; drop in_features to infer it"
-            )
-        kwargs["in_features"] = shape[0]
+        _infer_input_size(kwargs, where, shape, "in_features", "a flat input (features,)", 1)
     missing = [
         n for n in allowed if params[n].default is inspect.Parameter.empty and n not in kwargs
     ]

@@ -308,9 +308,13 @@ def train(
               help="Measure peak memory in training and inference.")
 @click.option("--load-times/--no-load-times", default=True, show_default=True,
               help="Measure cold and warm dataset load times.")
+@click.option("--throughput/--no-throughput", default=True, show_default=True,
+              help="Measure training images/s of both pipelines.")
 @click.option("--accuracy-subset", type=click.IntRange(min=1),
               help="Also train on this many images in fp32 and bf16 and compare accuracy.")
 @click.option("--accuracy-epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--accuracy-seeds", default="0", show_default=True,
+              help="Comma-separated seeds for the accuracy comparison (spread = noise).")
 @click.option("--output", type=click.Path(dir_okay=False),
               help="Write the results as JSON here (a .md path writes the Markdown tables).")
 def bench(
@@ -324,8 +328,10 @@ def bench(
     threads: int | None,
     memory: bool,
     load_times: bool,
+    throughput: bool,
     accuracy_subset: int | None,
     accuracy_epochs: int,
+    accuracy_seeds: str,
     output: str | None,
 ) -> None:
     """Seed-style training pipeline vs dwsearch's, measured in one run (default specs:
@@ -335,12 +341,18 @@ def bench(
     from dwsearch.bench import run_bench
     from dwsearch.train import TrainConfig
 
+    try:
+        seeds = tuple(int(s) for s in accuracy_seeds.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected integers like 0,1, found {accuracy_seeds!r}",
+                                 param_hint="--accuracy-seeds") from None
     config = TrainConfig(precision=precision, channels_last=channels_last, device=device,
                          threads=threads)
     result = run_bench(
         list(specs) or ["seed_cnn", "seed_dwsep"], data_dir=data_dir, steps=steps,
         seed_workers=seed_workers, config=config, memory=memory, load_times=load_times,
-        accuracy_subset=accuracy_subset, accuracy_epochs=accuracy_epochs,
+        throughput=throughput, accuracy_subset=accuracy_subset,
+        accuracy_epochs=accuracy_epochs, accuracy_seeds=seeds,
         log=lambda line: click.echo(line, err=True),
     )
     text = result.to_markdown()

@@ -157,15 +157,18 @@ def count_macs(
     return total, by_module, by_operator, unsupported
 
 
-def _activations(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Elements each top-level child outputs for one sample (a memory proxy)."""
-    counts: dict[str, int] = {}
+def _layer_outputs(
+    model: nn.Module, input_shape: tuple[int, ...]
+) -> dict[str, tuple[int, ...]]:
+    """Output shape (no batch dimension) of each top-level child for one sample, from one
+    eval-mode forward pass; the model's mode is restored."""
+    shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     for name, child in model.named_children():
 
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
             if isinstance(out, torch.Tensor):
-                counts[name] = counts.get(name, 0) + out[0].numel()
+                shapes[name] = tuple(out.shape[1:])
 
         hooks.append(child.register_forward_hook(hook))
     was_training = model.training
@@ -178,7 +181,7 @@ def _activations(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, in
         model.train(was_training)
         for handle in hooks:
             handle.remove()
-    return counts
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -287,24 +290,9 @@ def profile(
         input_shape = spec.input_shape
     input_shape = tuple(input_shape)
     total, by_module, by_operator, unsupported = count_macs(model, input_shape, bn=bn)
-    activations = _activations(model, input_shape)
-    shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [
-        child.register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
-        )
-        for name, child in model.named_children()
-    ]
-    was_training = model.training
-    model.eval()
-    try:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    shapes = _layer_outputs(model, input_shape)
+    # Activations: elements each layer outputs for one sample (a memory proxy).
+    activations = {name: math.prod(shape) for name, shape in shapes.items()}
     layers = []
     for index, (name, child) in enumerate(model.named_children()):
         if spec is not None and index < len(spec.layers):
