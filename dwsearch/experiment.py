@@ -89,7 +89,7 @@ class TrainReport:
 
 
 def load_data(spec: ModelSpec, data: DataConfig) -> DataSplits:
-    """Load the splits ``data`` names at the spec's input size."""
+    """Load the splits ``data`` names, resized to the spec's input size where it differs."""
     size = (spec.input_shape[1], spec.input_shape[2]) if len(spec.input_shape) == 3 else None
     return load_dataset(
         data.dataset,
@@ -97,7 +97,7 @@ def load_data(spec: ModelSpec, data: DataConfig) -> DataSplits:
         val_size=data.val_size,
         train_subset=data.train_subset,
         test_subset=data.test_subset,
-        image_size=size if data.dataset == "imagefolder" else None,
+        image_size=size,
         seed=data.seed,
         download=data.download,
     )

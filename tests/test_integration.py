@@ -96,3 +96,29 @@ def test_missing_data_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "Error:" in result.output and "DWSEARCH_DATA_DIR" in result.output
     assert "Traceback" not in result.output
+
+
+def test_imagefolder_of_your_own_resizes_images_and_classifier(tmp_path: Path) -> None:
+    """Three classes of 20x24 images train a 10-class spec at 16x16: both adapt."""
+    from PIL import Image
+
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    for split, count in (("train", 24), ("test", 6)):
+        for name, rgb in colours.items():
+            folder = tmp_path / "images" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                shade = tuple(max(0, c - 3 * i) for c in rgb)
+                Image.new("RGB", (24, 20), shade).save(folder / f"{i}.png")
+    spec = dict(SMALL, input=[3, 16, 16])
+    data = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "images"), val_size=9)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    try:
+        report = train_spec(spec, data, TrainConfig(epochs=3, lr=0.05, threads=2),
+                            progress=False)
+    finally:
+        patch.undo()
+    assert report.spec.num_classes == 3 and report.spec.layers[-1].args["out_features"] == 3
+    assert (report.train_images, report.val_images, report.test_images) == (63, 9, 18)
+    assert report.result.status == "completed" and report.test_accuracy is not None
