@@ -298,11 +298,14 @@ class BenchResult:
         lines = [
             f"Measured {self.date} on {self.machine} ({self.device}, {self.threads} threads), "
             f"torch {self.torch_version}; data: {self.data_source}.",
-            "",
-            "| spec | seed pipeline (fp32, NCHW) img/s | dwsearch img/s | precision | ratio | "
-            "batch production, share of epoch |",
-            "|---|---:|---:|---|---:|---:|",
         ]
+        if self.throughput:
+            lines += [
+                "",
+                "| spec | seed pipeline (fp32, NCHW) img/s | dwsearch img/s | precision | ratio "
+                "| batch production, share of epoch |",
+                "|---|---:|---:|---|---:|---:|",
+            ]
         seed = {t.spec: t for t in self.throughput if t.pipeline == "seed"}
         for t in self.throughput:
             if t.pipeline != "dwsearch":

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from realdata import MISSING_OUTSIDE_CI, cifar10_dir
 from torchvision import transforms
 
 from dwsearch import data as D
@@ -36,15 +37,9 @@ from dwsearch.data import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _real_cifar_dir() -> Path | None:
-    env = os.environ.get("DWSEARCH_CIFAR10_DIR")
-    path = Path(env) if env else REPO.parent / "shared" / "datasets" / "cifar10-jpeg"
-    return path if (path / "train").is_dir() and (path / "test").is_dir() else None
-
-
-REAL_CIFAR = _real_cifar_dir()
+REAL_CIFAR = cifar10_dir()
 needs_real = pytest.mark.skipif(
-    REAL_CIFAR is None,
+    MISSING_OUTSIDE_CI,
     reason="real CIFAR-10 JPEG copy not found (set DWSEARCH_CIFAR10_DIR or provide "
     "<repo>/../shared/datasets/cifar10-jpeg)",
 )

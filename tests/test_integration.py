@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from realdata import require_cifar10
 
 from dwsearch.cli import main
 from dwsearch.experiment import DataConfig, train_spec
 from dwsearch.train import TrainConfig, cpu_supports_bf16
-
-REPO = Path(__file__).resolve().parents[1]
 
 # A small network from registry blocks: cheap enough to train for real in a test.
 SMALL = {
@@ -33,19 +32,12 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The real CIFAR-10 copy (DWSEARCH_CIFAR10_DIR, else ../shared beside the repo), with a
-    fresh decoded-tensor cache for this module so tests never touch ~/.cache."""
-    path = Path(os.environ.get("DWSEARCH_CIFAR10_DIR",
-                               REPO.parent / "shared" / "datasets" / "cifar10-jpeg"))
-    if not (path / "train").is_dir():
-        message = f"real CIFAR-10 copy not found at {path}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    cache = tmp_path_factory.mktemp("cache")
+def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real CIFAR-10 copy, with a fresh decoded-tensor cache for this module so tests
+    never touch ~/.cache."""
+    path = require_cifar10()
     patch = pytest.MonkeyPatch()
-    patch.setenv("DWSEARCH_CACHE_DIR", str(cache))
+    patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     yield str(path)
     patch.undo()
 

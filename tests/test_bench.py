@@ -1,0 +1,71 @@
+"""The benchmark's pieces on tiny real workloads (speed itself is never asserted)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from realdata import require_cifar10
+
+from dwsearch.bench import (
+    BenchResult,
+    SeedStyleDataset,
+    ThroughputResult,
+    dwsearch_throughput,
+    peak_memory,
+    seed_pipeline_throughput,
+)
+from dwsearch.data import BatchLoader, ImageTensors, load_dataset
+from dwsearch.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def real_test_split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageTensors]:
+    path = require_cifar10()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    splits = load_dataset("cifar10", data_dir=path, val_size=0, download=False,
+                          test_subset=256)
+    yield splits.test
+    patch.undo()
+
+
+def test_both_pipelines_feed_the_model_the_same_inputs(real_test_split: ImageTensors) -> None:
+    seed_style = SeedStyleDataset(real_test_split)
+    ours = next(iter(BatchLoader(real_test_split, batch_size=8)))
+    for i in range(8):
+        image, label = seed_style[i]
+        torch.testing.assert_close(image, ours[0][i], atol=1e-6, rtol=0)
+        assert label == int(ours[1][i])
+
+
+def test_throughput_of_both_pipelines_runs_on_real_images(real_test_split: ImageTensors) -> None:
+    seed = seed_pipeline_throughput("seed_dwsep", real_test_split, steps=2, warmup_steps=1,
+                                    batch_size=16)
+    ours = dwsearch_throughput("seed_dwsep", real_test_split,
+                               TrainConfig(batch_size=16, threads=2), steps=2)
+    assert seed.images_per_second > 0 and ours.images_per_second > 0
+    assert 0 < ours.data_seconds < ours.epoch_seconds
+    with pytest.raises(ValueError, match="need"):
+        seed_pipeline_throughput("seed_dwsep", real_test_split, steps=100, batch_size=16)
+
+
+def test_peak_memory_in_a_fresh_process(real_test_split: ImageTensors) -> None:
+    batch = (real_test_split.images[:4].float() / 127.5 - 1, real_test_split.labels[:4])
+    result = peak_memory("seed_dwsep", "train", batch, TrainConfig(threads=1), steps=1)
+    # The model's fp32 weights alone are 18,092,395 x 4 bytes = 69 MiB, plus SGD momentum.
+    assert result.added_mib > 69
+    assert result.peak_mib > result.added_mib
+
+
+def test_ratios_and_markdown() -> None:
+    result = BenchResult("cpu model", "cpu", 2, "2.x", "2026-11-25", "real data")
+    result.throughput = [
+        ThroughputResult("seed", "seed_cnn", 40.0, 16, 128, "fp32", False),
+        ThroughputResult("dwsearch", "seed_cnn", 100.0, 16, 128, "bf16", True,
+                         data_seconds=0.1, epoch_seconds=20.0),
+    ]
+    assert result.ratios() == {"seed_cnn": 2.5}
+    text = result.to_markdown()
+    assert "| seed_cnn | 40.0 | 100.0 | bf16, channels_last | 2.50x | 0.50% |" in text
