@@ -7,8 +7,12 @@ BIN := $(VENV)/bin
 # Installed first and explicitly, so pip takes these wheels instead of resolving the newest
 # release (several GB of CUDA packages) from the registry. Override for another platform.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-# A real CIFAR-10 copy; the default is the one beside this checkout on development machines.
-export DWSEARCH_DATA_DIR ?= $(abspath ../shared/datasets/cifar10-jpeg)
+# Development machines have a real CIFAR-10 copy beside the checkout; use it when present.
+# Elsewhere dwsearch looks in its cache directory and downloads the official archive there.
+SHARED_CIFAR10 := $(abspath ../shared/datasets/cifar10-jpeg)
+ifneq ($(wildcard $(SHARED_CIFAR10)/train),)
+export DWSEARCH_DATA_DIR ?= $(SHARED_CIFAR10)
+endif
 PYTEST_ARGS ?=
 # The main job trains each seed backbone with the seed's recipe; by default on a stratified
 # subset for a few minutes on a laptop CPU. `make run SUBSET= EPOCHS=10` is the full recipe.
