@@ -159,16 +159,21 @@ def count_macs(
 
 def _layer_outputs(
     model: nn.Module, input_shape: tuple[int, ...]
-) -> dict[str, tuple[int, ...]]:
-    """Output shape (no batch dimension) of each top-level child for one sample, from one
+) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """For each top-level child, its output shape (no batch dimension) and whether the output
+    is new memory rather than a view of its input (flatten, dropout at inference), from one
     eval-mode forward pass; the model's mode is restored."""
-    shapes: dict[str, tuple[int, ...]] = {}
+    outputs: dict[str, tuple[tuple[int, ...], bool]] = {}
     hooks = []
     for name, child in model.named_children():
 
-        def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+        def hook(_m: nn.Module, inputs: Any, out: Any, name: str = name) -> None:
             if isinstance(out, torch.Tensor):
-                shapes[name] = tuple(out.shape[1:])
+                source = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+                aliased = source is not None and (
+                    out.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
+                )
+                outputs[name] = (tuple(out.shape[1:]), not aliased)
 
         hooks.append(child.register_forward_hook(hook))
     was_training = model.training
@@ -181,7 +186,7 @@ def _layer_outputs(
         model.train(was_training)
         for handle in hooks:
             handle.remove()
-    return shapes
+    return outputs
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ class LayerCost:
     out_shape: tuple[int, ...]
     params: int
     macs: int
-    activations: int  # elements the layer outputs for one sample
+    activations: int  # new elements the layer produces for one sample (0 for views)
 
 
 @dataclass(frozen=True)
@@ -290,9 +295,11 @@ def profile(
         input_shape = spec.input_shape
     input_shape = tuple(input_shape)
     total, by_module, by_operator, unsupported = count_macs(model, input_shape, bn=bn)
-    shapes = _layer_outputs(model, input_shape)
-    # Activations: elements each layer outputs for one sample (a memory proxy).
-    activations = {name: math.prod(shape) for name, shape in shapes.items()}
+    outputs = _layer_outputs(model, input_shape)
+    shapes = {name: shape for name, (shape, _new) in outputs.items()}
+    # Activations: new elements each layer produces for one sample (a memory proxy); views
+    # of the input (flatten, dropout at inference) produce none.
+    activations = {name: math.prod(shape) if new else 0 for name, (shape, new) in outputs.items()}
     layers = []
     for index, (name, child) in enumerate(model.named_children()):
         if spec is not None and index < len(spec.layers):
