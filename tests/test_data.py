@@ -25,7 +25,7 @@ from dwsearch import data as D
 from dwsearch.data import (
     CIFAR10_CLASSES,
     BatchLoader,
-    DatasetError,
+    DataError,
     ImageTensors,
     load_cifar10,
     load_dataset,
@@ -33,6 +33,7 @@ from dwsearch.data import (
     stratified_split,
     stratified_subset,
 )
+from dwsearch.data import paths as _paths  # noqa: F401  (D.paths for monkeypatching)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_network(root: Path) -> None:
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr(D, "download_cifar10", no_network)
+    monkeypatch.setattr(D.paths, "download_cifar10", no_network)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -194,14 +195,14 @@ def test_incomplete_or_foreign_batches_are_rejected(tmp_path: Path) -> None:
     folder = tmp_path / "cifar-10-batches-py"
     _write_batches(folder)
     (folder / "data_batch_3").unlink()
-    with pytest.raises(DatasetError, match=r"missing data_batch_3"):
+    with pytest.raises(DataError, match=r"missing data_batch_3"):
         load_cifar10(tmp_path)
 
     other = tmp_path / "other" / "cifar-10-batches-py"
     _write_batches(other)
     with open(other / "batches.meta", "wb") as fh:
         pickle.dump({b"label_names": [b"apple", b"aquarium_fish"]}, fh, protocol=2)
-    with pytest.raises(DatasetError, match=r"label_names are \[apple, aquarium_fish\]"):
+    with pytest.raises(DataError, match=r"label_names are \[apple, aquarium_fish\]"):
         load_cifar10(other)
 
 
@@ -215,7 +216,7 @@ def test_batches_pickle_cannot_run_code(tmp_path: Path) -> None:
 
     with open(folder / "test_batch", "wb") as fh:
         pickle.dump({b"data": Evil()}, fh, protocol=2)
-    with pytest.raises(DatasetError, match=r"test_batch: not a CIFAR-10 python batch"):
+    with pytest.raises(DataError, match=r"test_batch: not a CIFAR-10 python batch"):
         load_cifar10(tmp_path)
 
 
@@ -231,9 +232,9 @@ def test_missing_cifar_reports_paths_and_how_to_fix(
         calls.append(root)
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(D, "download_cifar10", offline)
+    monkeypatch.setattr(D.paths, "download_cifar10", offline)
     where = tmp_path / "nothing-here"
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(DataError) as info:
         load_dataset("cifar10", data_dir=where)
     message = str(info.value)
     assert "\n" not in message
@@ -241,14 +242,14 @@ def test_missing_cifar_reports_paths_and_how_to_fix(
     assert "download failed" in message and "name resolution" in message
     assert calls == [where]
 
-    with pytest.raises(DatasetError, match="download disabled") as info:
+    with pytest.raises(DataError, match="download disabled") as info:
         load_cifar10(where, download=False)
     assert "DWSEARCH_DATA_DIR" in str(info.value) and len(calls) == 1
 
 
 def test_cifar_wrong_class_folders(tmp_path: Path) -> None:
     _small_folders(tmp_path)
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(DataError) as info:
         load_cifar10(tmp_path)
     message = str(info.value)
     assert str(tmp_path / "train") in message
@@ -256,9 +257,9 @@ def test_cifar_wrong_class_folders(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_and_missing_folder() -> None:
-    with pytest.raises(DatasetError, match=r"'mnist': unknown; allowed: cifar10, imagefolder"):
+    with pytest.raises(DataError, match=r"'mnist': unknown; allowed: cifar10, imagefolder"):
         load_dataset("mnist")
-    with pytest.raises(DatasetError, match="DWSEARCH_DATA_DIR"):
+    with pytest.raises(DataError, match="DWSEARCH_DATA_DIR"):
         load_dataset("imagefolder")
 
 
@@ -276,7 +277,7 @@ def test_imagefolder_resizes_mixed_sizes_and_formats(tmp_path: Path) -> None:
         (tmp_path / split / "cat" / "notes.txt").write_text("not an image")
         _save_image(tmp_path / split / "cat" / ".hidden.png", _solid(1, 3, 3))
 
-    with pytest.raises(DatasetError, match=r"image sizes differ.*pass image_size"):
+    with pytest.raises(DataError, match=r"image sizes differ.*pass image_size"):
         load_imagefolder(tmp_path)
 
     train, test = load_imagefolder(tmp_path, image_size=(12, 10))
@@ -314,25 +315,25 @@ def test_imagefolder_flat_layout_carves_stratified_test(tmp_path: Path) -> None:
 
 
 def test_imagefolder_layout_errors(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="not a directory"):
+    with pytest.raises(DataError, match="not a directory"):
         load_imagefolder(tmp_path / "absent")
     _save_image(tmp_path / "one" / "train" / "x" / "0.png", _solid(1))
-    with pytest.raises(DatasetError, match="has train/ but no test/"):
+    with pytest.raises(DataError, match="has train/ but no test/"):
         load_imagefolder(tmp_path / "one")
     _save_image(tmp_path / "single" / "only" / "0.png", _solid(1))
     _save_image(tmp_path / "single" / "only" / "1.png", _solid(2))
-    with pytest.raises(DatasetError, match="need at least 2"):
+    with pytest.raises(DataError, match="need at least 2"):
         load_imagefolder(tmp_path / "single")
     (tmp_path / "empty" / "a").mkdir(parents=True)
     _save_image(tmp_path / "empty" / "b" / "0.png", _solid(1))
-    with pytest.raises(DatasetError, match=r"empty/a: no images; allowed extensions"):
+    with pytest.raises(DataError, match=r"empty/a: no images; allowed extensions"):
         load_imagefolder(tmp_path / "empty")
     bad = tmp_path / "bad"
     _small_folders(bad)
     (bad / "train" / "ant" / "broken.jpg").write_bytes(b"definitely not a jpeg")
-    with pytest.raises(DatasetError, match=r"broken\.jpg: cannot decode"):
+    with pytest.raises(DataError, match=r"broken\.jpg: cannot decode"):
         load_imagefolder(bad)
-    with pytest.raises(DatasetError, match="image_size"):
+    with pytest.raises(DataError, match="image_size"):
         load_imagefolder(tmp_path / "single", image_size=(0, 4))
 
 
@@ -512,13 +513,13 @@ def test_stratified_subset_and_size_errors() -> None:
     sub = stratified_subset(labels, 10, seed=2)
     assert len(sub) == 10 and torch.bincount(labels[sub]).tolist() == [5, 5]
     assert torch.equal(stratified_subset(labels, 40, seed=2), torch.arange(40))
-    with pytest.raises(DatasetError, match=r"val_size=40: .*< 40"):
+    with pytest.raises(DataError, match=r"val_size=40: .*< 40"):
         stratified_split(labels, 40, seed=0)
-    with pytest.raises(DatasetError, match="val_size=-1"):
+    with pytest.raises(DataError, match="val_size=-1"):
         stratified_split(labels, -1, seed=0)
-    with pytest.raises(DatasetError, match=r"subset size 41"):
+    with pytest.raises(DataError, match=r"subset size 41"):
         stratified_subset(labels, 41, seed=0)
-    with pytest.raises(DatasetError, match="1-D integer"):
+    with pytest.raises(DataError, match="1-D integer"):
         stratified_split(labels.float(), 3, seed=0)
 
 
@@ -536,7 +537,7 @@ def test_load_dataset_val_before_train_subset(tmp_path: Path) -> None:
     assert torch.equal(again.train.images, splits.train.images)
     empty = load_dataset("cifar10", data_dir=tmp_path, val_size=0)
     assert empty.val.images.shape == (0, 3, 32, 32) and len(empty.train) == 200
-    with pytest.raises(DatasetError, match=r"val_size=200"):
+    with pytest.raises(DataError, match=r"val_size=200"):
         load_dataset("cifar10", data_dir=tmp_path, val_size=200)
     resized = load_dataset("cifar10", data_dir=tmp_path, val_size=0, image_size=(40, 40))
     assert resized.train.images.shape == (200, 3, 40, 40)
@@ -649,11 +650,11 @@ def test_batch_loader_channels_last_and_stats() -> None:
 
 def test_batch_loader_argument_errors() -> None:
     data = _synthetic(10)
-    with pytest.raises(DatasetError, match="batch_size"):
+    with pytest.raises(DataError, match="batch_size"):
         BatchLoader(data, batch_size=0)
-    with pytest.raises(DatasetError, match="mean/std"):
+    with pytest.raises(DataError, match="mean/std"):
         BatchLoader(data, batch_size=2, mean=(0.5,))
-    with pytest.raises(DatasetError, match="crop_padding"):
+    with pytest.raises(DataError, match="crop_padding"):
         BatchLoader(data, batch_size=2, crop_padding=8)
-    with pytest.raises(DatasetError, match="pad_mode"):
+    with pytest.raises(DataError, match="pad_mode"):
         BatchLoader(data, batch_size=2, pad_mode="wrap")
