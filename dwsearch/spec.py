@@ -2,6 +2,8 @@
 
 A spec knows nothing of torch: it is parsed from YAML or dicts, validated for shape of the
 data (not of the network; that is the builder's job), round-trips unchanged and hashes stably.
+This module imports nothing of dwsearch but its error types; :meth:`ModelSpec.hash` asks the
+registry for the blocks' defaults when it is called.
 """
 
 from __future__ import annotations
@@ -12,18 +14,15 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["LayerSpec", "ModelSpec", "SpecError", "load_spec"]
+from dwsearch.errors import SpecError
+
+__all__ = ["LayerSpec", "ModelSpec", "SpecError"]
 
 _SCALAR = (bool, int, float, str, type(None))
-
-
-class SpecError(ValueError):
-    """A spec that cannot be parsed or does not fit the network; the message says where."""
 
 
 def _check_value(value: Any, where: str) -> Any:
@@ -171,14 +170,33 @@ class ModelSpec:
         ]
         return text + "layers:\n" + "\n".join(lines) + "\n"
 
-    def hash(self) -> str:
-        """Stable content hash (hex, 16 chars) of the architecture; the name is not part of it.
+    def canonical(self) -> ModelSpec:
+        """The same architecture in the form that identifies it: registered block names (not
+        aliases), every argument with the block's default filled in, and no ``in_channels`` /
+        ``in_features`` (the builder infers them). ``to_dict`` of the original keeps the
+        form as written, for display."""
+        # Imported here, not at the top: parsing and printing a spec need no registry.
+        from dwsearch.registry import canonical_layer
 
-        Argument order does not matter; the same spec hashes the same in every process.
-        """
-        payload = {k: v for k, v in self.to_dict().items() if k != "name"}
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        layers = []
+        for i, layer in enumerate(self.layers):
+            try:
+                block, args = canonical_layer(layer.block, layer.args)
+            except SpecError as err:
+                raise SpecError(f"layers[{i}]: {err}") from err
+            layers.append(LayerSpec(block, args))
+        return ModelSpec(self.input_shape, self.num_classes, tuple(layers), self.name)
+
+    def hash(self) -> str:
+        """Stable content hash (hex, 16 chars) of the architecture: of :meth:`canonical`, so
+        ``{block: conv, out_channels: 32}`` and the same with ``kernel_size: 3`` written out
+        hash equal. The name and argument order are not part of it; the same spec hashes the
+        same in every process. Studies deduplicate trials on it."""
+        return _digest(self.canonical())
+
+    def written_hash(self) -> str:
+        """Hash of the spec exactly as written (aliases and omitted defaults make it differ)."""
+        return _digest(self)
 
     # -- edits ---------------------------------------------------------------------------
     def with_overrides(self, overrides: Mapping[str, Any]) -> ModelSpec:
@@ -200,7 +218,17 @@ class ModelSpec:
                 layers = list(self.layers)
                 layers[i] = layers[i].with_args(out_features=num_classes)
                 return ModelSpec(self.input_shape, num_classes, tuple(layers), self.name)
-        raise SpecError("with_num_classes: no layer with out_features to resize")
+        raise SpecError(
+            f"the spec has no layer with out_features to resize to {num_classes} classes; "
+            f"end it with {{block: linear, out_features: {num_classes}}}"
+        )
+
+
+def _digest(spec: ModelSpec) -> str:
+    payload = {k: v for k, v in spec.to_dict().items() if k != "name"}
+    # repr for defaults that are not JSON (a user block may default to any object).
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _KEY = re.compile(r"^layers\[(?P<start>-?\d*)(?P<colon>:?)(?P<stop>-?\d*)\]\.(?P<arg>\w+)$")
@@ -234,19 +262,3 @@ def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
             layers[i].pop(arg, None)
         else:
             layers[i][arg] = copy.deepcopy(value)
-
-
-def load_spec(source: str | Path | Mapping[str, Any] | ModelSpec) -> ModelSpec:
-    """A spec from a ModelSpec, a dict, a YAML file path or a built-in name (``seed_cnn``)."""
-    if isinstance(source, ModelSpec):
-        return source
-    if isinstance(source, Mapping):
-        return ModelSpec.from_dict(source)
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        if not path.is_file():
-            raise SpecError(f"{path}: no such spec file")
-        return ModelSpec.from_yaml(path.read_text(), source=str(path))
-    from dwsearch.zoo import get_spec
-
-    return get_spec(str(source))

@@ -99,7 +99,7 @@ def test_plugins_absent_from_this_process() -> None:
 
 
 def test_duplicate_name_raises() -> None:
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="already taken"):
         register_block("conv")(type("Again", (), {}))
 
 

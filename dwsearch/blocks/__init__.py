@@ -1,4 +1,5 @@
-"""Built-in block types; importing this package registers them."""
+"""Built-in block types. They are listed as data in :data:`dwsearch.registry.BUILTIN_BLOCKS`,
+which imports each class on first use; importing this package is not needed to use them."""
 
 from __future__ import annotations
 

@@ -13,12 +13,10 @@ from dwsearch.blocks.common import (
     make_se,
 )
 from dwsearch.blocks.standard import ConvBlock
-from dwsearch.registry import register_block
 
 __all__ = ["DepthwiseSeparable", "HybridConv"]
 
 
-@register_block("dwsep")
 class DepthwiseSeparable(nn.Module):
     """Depthwise k x k (x multiplier) -> BN -> act -> [SE] -> pointwise 1x1 -> BN -> act [+ skip].
 
@@ -74,7 +72,6 @@ class DepthwiseSeparable(nn.Module):
         return x
 
 
-@register_block("hybrid")
 class HybridConv(nn.Module):
     """Output channels split: round(ratio x out) from a standard conv, the rest from dwsep.
 

@@ -12,12 +12,10 @@ from dwsearch.blocks.common import (
     make_activation,
     make_se,
 )
-from dwsearch.registry import register_block
 
 __all__ = ["InvertedResidual"]
 
 
-@register_block("inverted_residual")
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expand (x t) -> dw k x k -> [SE] -> linear 1x1 project [+ skip].
 

@@ -6,22 +6,18 @@ import torch
 from torch import nn
 
 from dwsearch.blocks.common import make_activation
-from dwsearch.registry import register_block
 
 __all__ = ["AvgPool", "Dropout", "Dropout2d", "Flatten", "GlobalAvgPool", "Linear", "MaxPool"]
 
 
-@register_block("maxpool")
 class MaxPool(nn.MaxPool2d):
     """2-D max pooling (torch.nn.MaxPool2d; stride defaults to kernel_size)."""
 
 
-@register_block("avgpool")
 class AvgPool(nn.AvgPool2d):
     """2-D average pooling (torch.nn.AvgPool2d; stride defaults to kernel_size)."""
 
 
-@register_block("global_avgpool")
 class GlobalAvgPool(nn.Module):
     """Average over H and W, then flatten (C, H, W) -> (C,) unless flatten is false."""
 
@@ -36,22 +32,18 @@ class GlobalAvgPool(nn.Module):
         return x
 
 
-@register_block("dropout")
 class Dropout(nn.Dropout):
     """Element-wise dropout with probability p (torch.nn.Dropout)."""
 
 
-@register_block("dropout2d")
 class Dropout2d(nn.Dropout2d):
     """Channel-wise dropout with probability p (torch.nn.Dropout2d)."""
 
 
-@register_block("flatten")
 class Flatten(nn.Flatten):
     """Flatten (C, H, W) to (C*H*W,) (torch.nn.Flatten)."""
 
 
-@register_block("linear")
 class Linear(nn.Module):
     """Fully connected layer -> activation (identity by default); in_features is inferred."""
 

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from dwsearch.blocks.common import check_kernel_size, check_positive, make_activation
-from dwsearch.registry import register_block
 
 __all__ = ["ConvBlock", "GroupedConvBlock"]
 
@@ -49,7 +48,6 @@ class _ConvNormAct(nn.Module):
         return x
 
 
-@register_block("conv")
 class ConvBlock(_ConvNormAct):
     """Standard k x k convolution -> optional BatchNorm -> activation (bias defaults to not bn)."""
 
@@ -68,7 +66,6 @@ class ConvBlock(_ConvNormAct):
         )
 
 
-@register_block("grouped")
 class GroupedConvBlock(_ConvNormAct):
     """k x k convolution with groups=g -> BN -> activation: g=1 is standard, g=in is depthwise."""
 

@@ -1,13 +1,18 @@
-"""Built-in model specs, shipped as YAML data inside the package."""
+"""Built-in model specs, shipped as YAML data inside the package, and :func:`load_spec`, which
+finds a spec wherever a user names it (a dict, a file, a built-in name)."""
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
-from dwsearch.spec import ModelSpec, SpecError
+from dwsearch.errors import SpecError
+from dwsearch.spec import ModelSpec
 
-__all__ = ["get_spec", "list_specs"]
+__all__ = ["get_spec", "list_specs", "load_spec"]
 
 
 def list_specs() -> list[str]:
@@ -28,3 +33,21 @@ def get_spec(name: str) -> ModelSpec:
         )
     text = resources.files(__package__).joinpath(f"{name}.yaml").read_text()
     return ModelSpec.from_yaml(text, source=f"dwsearch/zoo/{name}.yaml")
+
+
+def load_spec(source: str | Path | Mapping[str, Any] | ModelSpec) -> ModelSpec:
+    """A spec from a ModelSpec, a dict, a YAML or JSON file path or a built-in name."""
+    if isinstance(source, ModelSpec):
+        return source
+    if isinstance(source, Mapping):
+        return ModelSpec.from_dict(source)
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise SpecError(f"{path}: no such spec file")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise SpecError(f"{path}: cannot read the spec file ({err})") from err
+        return ModelSpec.from_yaml(text, source=str(path))
+    return get_spec(str(source))
