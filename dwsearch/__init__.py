@@ -1,27 +1,47 @@
-"""dwsearch: architecture search and ablation of convolution blocks."""
+"""dwsearch: architecture search and ablation of convolution blocks.
+
+``from dwsearch import build_model, register_block, profile`` and the rest of the names below
+are imported lazily, on first use, so ``import dwsearch`` costs nothing until a model is
+built (and ``dwsearch --help`` never waits for torch).
+"""
 
 from __future__ import annotations
 
-from dwsearch.builder import Network, build_model, infer_shapes
-from dwsearch.costs import LatencyResult, Profile, measure_latency, profile
-from dwsearch.registry import get_block, list_blocks, register_block
-from dwsearch.spec import LayerSpec, ModelSpec, SpecError, load_spec
+from typing import TYPE_CHECKING
+
+from dwsearch._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from dwsearch.builder import Network, build_model, infer_shapes
+    from dwsearch.costs import LatencyResult, Profile, measure_latency, profile
+    from dwsearch.errors import DwsearchError, SpecError
+    from dwsearch.records import RunRecord
+    from dwsearch.registry import get_block, list_blocks, register_alias, register_block
+    from dwsearch.run import train_spec
+    from dwsearch.spec import LayerSpec, ModelSpec
+    from dwsearch.zoo import load_spec
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "LatencyResult",
-    "LayerSpec",
-    "ModelSpec",
-    "Network",
-    "Profile",
-    "SpecError",
-    "build_model",
-    "get_block",
-    "infer_shapes",
-    "list_blocks",
-    "load_spec",
-    "measure_latency",
-    "profile",
-    "register_block",
-]
+_EXPORTS = {
+    "Network": "dwsearch.builder",
+    "build_model": "dwsearch.builder",
+    "infer_shapes": "dwsearch.builder",
+    "LatencyResult": "dwsearch.costs",
+    "Profile": "dwsearch.costs",
+    "measure_latency": "dwsearch.costs",
+    "profile": "dwsearch.costs",
+    "DwsearchError": "dwsearch.errors",
+    "SpecError": "dwsearch.errors",
+    "RunRecord": "dwsearch.records",
+    "get_block": "dwsearch.registry",
+    "list_blocks": "dwsearch.registry",
+    "register_alias": "dwsearch.registry",
+    "register_block": "dwsearch.registry",
+    "train_spec": "dwsearch.run",
+    "LayerSpec": "dwsearch.spec",
+    "ModelSpec": "dwsearch.spec",
+    "load_spec": "dwsearch.zoo",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,7 +3,9 @@
 Everything here is measured, on the machine it runs on; nothing is asserted about speed.
 The seed-style pipeline is how the seed trains: a per-image dataset of PIL images through
 ``Resize(32, 32)``, ``ToTensor`` and ``Normalize(0.5, 0.5)`` transforms and a ``DataLoader``,
-a model in fp32 and NCHW, SGD, and ``loss.item()`` every step for its running loss.
+a model in fp32 and NCHW on whatever device it finds (the same one dwsearch trains on), each
+batch moved there, SGD, and ``loss.item()`` every step for its running loss. It is measured
+with 0 DataLoader workers (the seed's code) and with one worker per core.
 """
 
 from __future__ import annotations
@@ -16,17 +18,31 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from dwsearch.builder import build_model
-from dwsearch.costs import device_name
-from dwsearch.data import BatchLoader, DataSplits, ImageTensors, load_dataset
-from dwsearch.spec import load_spec
-from dwsearch.train import TrainConfig, fit, resolve_device, resolve_precision, seed_everything
+from dwsearch.data.config import DataConfig
+from dwsearch.data.load import load_dataset
+from dwsearch.data.loader import BatchLoader
+from dwsearch.data.tensors import DataSplits, ImageTensors, stratified_subset
+from dwsearch.errors import ConfigError
+from dwsearch.run import train_spec
+from dwsearch.runtime import (
+    AMP_DTYPES,
+    device_name,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    torch_threads,
+    usable_cpus,
+)
+from dwsearch.train.config import Precision, TrainConfig
+from dwsearch.train.loop import fit
+from dwsearch.zoo import load_spec
 
 __all__ = [
     "BenchResult",
@@ -78,6 +94,7 @@ class ThroughputResult:
     channels_last: bool
     data_seconds: float = 0.0  # time spent producing batches (dwsearch pipeline only)
     epoch_seconds: float = 0.0
+    workers: int = 0  # DataLoader worker processes (seed pipeline only)
 
 
 def seed_pipeline_throughput(
@@ -89,10 +106,13 @@ def seed_pipeline_throughput(
     batch_size: int = 128,
     num_workers: int = 0,
     seed: int = 0,
+    device: str = "cpu",
 ) -> ThroughputResult:
-    """Training images/s of the seed's way of training (see the module docstring)."""
+    """Training images/s of the seed's way of training (see the module docstring) on
+    ``device``, with ``num_workers`` DataLoader worker processes."""
     seed_everything(seed)
-    model = build_model(load_spec(spec_name))
+    dev = resolve_device(device)
+    model = build_model(load_spec(spec_name)).to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     criterion = nn.CrossEntropyLoss()
     loader = torch.utils.data.DataLoader(
@@ -101,7 +121,7 @@ def seed_pipeline_throughput(
     )
     needed = steps + warmup_steps
     if len(loader) < needed:
-        raise ValueError(f"need {needed * batch_size} images for {needed} steps, "
+        raise ConfigError(f"need {needed * batch_size} images for {needed} steps, "
                          f"have {len(data)}")
     model.train()
     running_loss = 0.0
@@ -111,14 +131,17 @@ def seed_pipeline_throughput(
         if step == warmup_steps:
             start = time.perf_counter()
         inputs, labels = next(batches)
+        inputs, labels = inputs.to(dev), labels.to(dev)
         optimizer.zero_grad()
         loss = criterion(model(inputs), labels)
         loss.backward()
         optimizer.step()
-        running_loss += loss.item()
+        running_loss += loss.item()  # a host sync per step, as the seed's logging does
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
     return ThroughputResult("seed", spec_name, steps * batch_size / seconds, steps, batch_size,
-                            "fp32", False, epoch_seconds=seconds)
+                            "fp32", False, epoch_seconds=seconds, workers=num_workers)
 
 
 def dwsearch_throughput(
@@ -133,7 +156,7 @@ def dwsearch_throughput(
     producing batches, measured by iterating the same loader alone."""
     n = steps * config.batch_size
     if len(data) < n:
-        raise ValueError(f"need {n} images for {steps} steps, have {len(data)}")
+        raise ConfigError(f"need {n} images for {steps} steps, have {len(data)}")
     subset = data.subset(torch.arange(n))
     device = str(resolve_device(config.device))
     seed_everything(config.seed)
@@ -220,7 +243,7 @@ def _memory_child(
     precision = resolve_precision(config.precision, str(device))
     if config.threads:
         torch.set_num_threads(config.threads)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = AMP_DTYPES.get(precision)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     inputs = batch[0].to(device).contiguous(memory_format=memory_format)
     labels = batch[1].to(device)
@@ -283,40 +306,47 @@ class BenchResult:
     load_warm_seconds: float | None = None
     accuracy: list[dict[str, Any]] = field(default_factory=list)
 
-    def ratios(self) -> dict[str, float]:
-        """dwsearch images/s over seed-pipeline images/s, per spec."""
-        seed = {t.spec: t.images_per_second for t in self.throughput if t.pipeline == "seed"}
+    def ratios(self, workers: int = 0) -> dict[str, float]:
+        """dwsearch images/s over the seed pipeline's with ``workers`` DataLoader workers."""
+        seed = {
+            t.spec: t.images_per_second
+            for t in self.throughput if t.pipeline == "seed" and t.workers == workers
+        }
         return {
             t.spec: t.images_per_second / seed[t.spec]
             for t in self.throughput if t.pipeline == "dwsearch" and t.spec in seed
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ratios": self.ratios()}
+        workers = sorted({t.workers for t in self.throughput if t.pipeline == "seed"})
+        return {**asdict(self), "ratios": {w: self.ratios(w) for w in workers}}
 
     def to_markdown(self) -> str:
         lines = [
             f"Measured {self.date} on {self.machine} ({self.device}, {self.threads} threads), "
             f"torch {self.torch_version}; data: {self.data_source}.",
         ]
+        seeds = [t for t in self.throughput if t.pipeline == "seed"]
         if self.throughput:
             lines += [
                 "",
-                "| spec | seed pipeline (fp32, NCHW) img/s | dwsearch img/s | precision | ratio "
+                "| spec | pipeline | DataLoader workers | precision | img/s | dwsearch / this "
                 "| batch production, share of epoch |",
-                "|---|---:|---:|---|---:|---:|",
+                "|---|---|---:|---|---:|---:|---:|",
             ]
-        seed = {t.spec: t for t in self.throughput if t.pipeline == "seed"}
         for t in self.throughput:
             if t.pipeline != "dwsearch":
                 continue
-            base = seed.get(t.spec)
-            ratio = f"{t.images_per_second / base.images_per_second:.2f}x" if base else "-"
             share = f"{t.data_seconds / t.epoch_seconds:.2%}" if t.epoch_seconds else "-"
-            base_ips = f"{base.images_per_second:.1f}" if base else "-"
             layout = ", channels_last" if t.channels_last else ""
-            lines.append(f"| {t.spec} | {base_ips} | {t.images_per_second:.1f} | "
-                         f"{t.precision}{layout} | {ratio} | {share} |")
+            for base in (b for b in seeds if b.spec == t.spec):
+                lines.append(
+                    f"| {t.spec} | seed-style | {base.workers} | fp32 | "
+                    f"{base.images_per_second:.1f} | "
+                    f"{t.images_per_second / base.images_per_second:.2f}x | - |"
+                )
+            lines.append(f"| {t.spec} | dwsearch | - | {t.precision}{layout} | "
+                         f"{t.images_per_second:.1f} | 1.00x | {share} |")
         if self.load_cold_seconds is not None:
             lines += ["", f"CIFAR-10 load (60,000 images): cold {self.load_cold_seconds:.2f} s "
                           f"(decode + cache write), warm {self.load_warm_seconds:.3f} s."]
@@ -339,7 +369,7 @@ def run_bench(
     *,
     data_dir: str | None = None,
     steps: int = 16,
-    seed_workers: int = 0,
+    seed_workers: tuple[int, ...] | None = None,
     config: TrainConfig | None = None,
     memory: bool = True,
     load_times: bool = True,
@@ -347,56 +377,63 @@ def run_bench(
     accuracy_subset: int | None = None,
     accuracy_epochs: int = 2,
     accuracy_seeds: tuple[int, ...] = (0,),
+    val_size: int = 5000,
     log: Callable[[str], None] = print,
 ) -> BenchResult:
     """Measure, in this one process and machine: seed-pipeline vs dwsearch training images/s
-    per spec, dataset load times, peak memory per spec in training and inference, and (with
-    ``accuracy_subset``) validation accuracy after training in fp32 and in bf16, once per
-    seed in ``accuracy_seeds`` so the spread between seeds shows the noise."""
+    per spec (the seed pipeline once per entry of ``seed_workers``, default 0 and one worker
+    per core; both pipelines on the configured device), dataset load times, peak memory per
+    spec in training and inference, and (with ``accuracy_subset``) validation accuracy after
+    training in fp32 and in the configured precision, once per seed in ``accuracy_seeds`` so
+    the spread between seeds shows the noise."""
     config = config or TrainConfig()
     device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    splits: DataSplits = load_dataset("cifar10", data_dir=data_dir, download=False,
-                                      val_size=5000)
-    result = BenchResult(
-        machine=device_name(device), device=str(device), threads=torch.get_num_threads(),
-        torch_version=torch.__version__, date=time.strftime("%Y-%m-%d"),
-        data_source=splits.source,
-    )
-    if load_times:
-        result.load_cold_seconds, result.load_warm_seconds = dataset_load_times(data_dir)
-        log(f"load: cold {result.load_cold_seconds:.2f} s, warm {result.load_warm_seconds:.3f} s")
-    for spec in specs if throughput else []:
-        seed = seed_pipeline_throughput(spec, splits.train, steps=steps,
-                                        num_workers=seed_workers)
-        log(f"{spec}: seed pipeline {seed.images_per_second:.1f} images/s")
-        ours = dwsearch_throughput(spec, splits.train, config, steps=steps)
-        log(f"{spec}: dwsearch {ours.images_per_second:.1f} images/s ({ours.precision}), "
-            f"{ours.images_per_second / seed.images_per_second:.2f}x")
-        result.throughput += [seed, ours]
-    if memory:
-        batch = (_normalized(splits.test.images[: config.batch_size]),
-                 splits.test.labels[: config.batch_size])
-        for spec in specs:
-            for mode in ("train", "inference"):
-                mem = peak_memory(spec, mode, batch, config)
-                log(f"{spec} {mode}: peak {mem.peak_mib:.0f} MiB, added {mem.added_mib:.0f} MiB")
-                result.memory.append(mem)
-    precisions = ["fp32"]
-    if resolve_precision("auto", str(device)) != "fp32":
-        precisions.append(resolve_precision("auto", str(device)))
-    for spec in specs if accuracy_subset else []:
-        for run_seed in accuracy_seeds:
-            for precision in precisions:
-                # fp32 as the seed trains (NCHW) against the configured fast path.
-                run_config = replace(config, precision=precision, epochs=accuracy_epochs,
-                                     seed=run_seed,
-                                     channels_last=config.channels_last and precision != "fp32")
-                row = _accuracy_run(spec, splits, run_config, accuracy_subset or 0)
-                result.accuracy.append(row)
-                log(f"{spec} seed {run_seed} {precision}: val accuracy "
-                    f"{row['val_accuracy']:.2%} ({row['images_per_second']:.0f} images/s)")
+    workers = seed_workers if seed_workers is not None else tuple(sorted({0, usable_cpus()}))
+    with torch_threads(config.threads) as threads:
+        splits: DataSplits = load_dataset("cifar10", data_dir=data_dir, download=False,
+                                          val_size=val_size)
+        result = BenchResult(
+            machine=device_name(device), device=str(device), threads=threads,
+            torch_version=torch.__version__, date=time.strftime("%Y-%m-%d"),
+            data_source=splits.source,
+        )
+        if load_times:
+            result.load_cold_seconds, result.load_warm_seconds = dataset_load_times(data_dir)
+            log(f"load: cold {result.load_cold_seconds:.2f} s, "
+                f"warm {result.load_warm_seconds:.3f} s")
+        for spec in specs if throughput else []:
+            for n in workers:
+                seed = seed_pipeline_throughput(spec, splits.train, steps=steps,
+                                                num_workers=n, device=str(device))
+                log(f"{spec}: seed pipeline ({n} workers) {seed.images_per_second:.1f} images/s")
+                result.throughput.append(seed)
+            ours = dwsearch_throughput(spec, splits.train, config, steps=steps)
+            log(f"{spec}: dwsearch {ours.images_per_second:.1f} images/s ({ours.precision})")
+            result.throughput.append(ours)
+        if memory:
+            batch = (_normalized(splits.test.images[: config.batch_size]),
+                     splits.test.labels[: config.batch_size])
+            for spec in specs:
+                for mode in ("train", "inference"):
+                    mem = peak_memory(spec, mode, batch, config)
+                    log(f"{spec} {mode}: peak {mem.peak_mib:.0f} MiB, "
+                        f"added {mem.added_mib:.0f} MiB")
+                    result.memory.append(mem)
+        fast = cast(Precision, resolve_precision(config.precision, str(device)))
+        precisions: list[Precision] = ["fp32"] if fast == "fp32" else ["fp32", fast]
+        for spec in specs if accuracy_subset else []:
+            for run_seed in accuracy_seeds:
+                for precision in precisions:
+                    # fp32 as the seed trains (NCHW) against the configured fast path.
+                    run_config = replace(
+                        config, precision=precision, epochs=accuracy_epochs, seed=run_seed,
+                        channels_last=config.channels_last and precision != "fp32",
+                    )
+                    row = _accuracy_run(spec, splits, run_config, accuracy_subset or 0,
+                                        val_size)
+                    result.accuracy.append(row)
+                    log(f"{spec} seed {run_seed} {precision}: val accuracy "
+                        f"{row['val_accuracy']:.2%} ({row['images_per_second']:.0f} images/s)")
     return result
 
 
@@ -405,26 +442,20 @@ def _normalized(images: torch.Tensor) -> torch.Tensor:
 
 
 def _accuracy_run(
-    spec: str, splits: DataSplits, config: TrainConfig, train_images: int
+    spec: str, splits: DataSplits, config: TrainConfig, train_images: int, val_size: int
 ) -> dict[str, Any]:
-    from dwsearch.data import stratified_subset
-
-    train = splits.train.subset(stratified_subset(splits.train.labels, train_images, config.seed))
-    device = str(resolve_device(config.device))
-    seed_everything(config.seed)
-    model = build_model(load_spec(spec))
-    train_loader = BatchLoader(train, batch_size=config.batch_size, shuffle=True,
-                               seed=config.seed, device=device,
-                               channels_last=config.channels_last)
-    val_loader = BatchLoader(splits.val, batch_size=512, device=device,
-                             channels_last=config.channels_last)
-    result = fit(model, train_loader, val_loader, config, progress=False)
-    final = result.final
+    """One short training run through :func:`dwsearch.run.train_spec`, on a stratified
+    subset of the training split; validation on the whole validation split."""
+    subset = splits.train.subset(stratified_subset(splits.train.labels, train_images, 0))
+    record = train_spec(
+        spec, replace(splits, train=subset), config, test=False, progress=False,
+        data_config=DataConfig(val_size=val_size, train_subset=train_images),
+    )
     return {
-        "spec": spec, "precision": result.precision, "seed": config.seed,
-        "train_images": len(train),
-        "epochs": len(result.epochs), "status": result.status,
-        "val_accuracy": final.val_accuracy if final else float("nan"),
-        "val_images": len(splits.val),
-        "images_per_second": float(np.mean([m.images_per_second for m in result.epochs])),
+        "spec": spec, "precision": record.precision, "seed": config.seed,
+        "train_images": record.train_images,
+        "epochs": len(record.epochs), "status": record.status,
+        "val_accuracy": record.val_accuracy if record.val_accuracy is not None else float("nan"),
+        "val_images": record.val_images,
+        "images_per_second": float(np.mean([m.images_per_second for m in record.epochs])),
     }

@@ -12,8 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dwsearch.registry import UnknownBlockError, block_info
-from dwsearch.spec import LayerSpec, ModelSpec, SpecError, load_spec
+from dwsearch.errors import SpecError, UnknownBlockError
+from dwsearch.registry import block_info
+from dwsearch.spec import LayerSpec, ModelSpec
+from dwsearch.zoo import load_spec
 
 __all__ = ["LayerShape", "Network", "build_model", "infer_shapes"]
 
@@ -73,7 +75,8 @@ def _constructor_kwargs(
     try:
         info = block_info(layer.block)
     except UnknownBlockError as err:
-        raise SpecError(f"layers[{index}]: {err}") from None
+        raise SpecError(f"layers[{index}]: {err}") from err
+    assert info.factory is not None  # block_info loads it
     params = inspect.signature(info.factory).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     allowed = [
@@ -109,7 +112,7 @@ def _build_layer(
     try:
         module = factory(**kwargs)
     except (TypeError, ValueError) as err:
-        raise SpecError(f"{where}: {err}") from None
+        raise SpecError(f"{where}: {err}") from err
     if not isinstance(module, nn.Module):
         raise SpecError(f"{where}: the registered factory returned {type(module).__name__}, "
                         "not a torch.nn.Module")
@@ -120,7 +123,7 @@ def _build_layer(
             out = module(torch.zeros(1, *shape))
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SpecError(f"{where}: fails on input of shape {shape}: {first}") from None
+        raise SpecError(f"{where}: fails on input of shape {shape}: {first}") from err
     module.train()
     return module, tuple(out.shape[1:])
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import platform
 import statistics
 import time
 import warnings
@@ -35,7 +34,9 @@ import torch
 from torch import nn
 
 from dwsearch.builder import Network, build_model
-from dwsearch.spec import ModelSpec, load_spec
+from dwsearch.runtime import device_name, resolve_device, torch_threads
+from dwsearch.spec import ModelSpec
+from dwsearch.zoo import load_spec
 
 __all__ = [
     "CONVENTION",
@@ -43,7 +44,6 @@ __all__ = [
     "LayerCost",
     "Profile",
     "count_macs",
-    "device_name",
     "measure_latency",
     "profile",
 ]
@@ -333,19 +333,6 @@ def profile(
 # -- latency ---------------------------------------------------------------------------------
 
 
-def device_name(device: torch.device) -> str:
-    """A human name for the device: the GPU model, or the CPU model from /proc/cpuinfo."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 @dataclass(frozen=True)
 class LatencyResult:
     """Forward-pass latency of one batch, in milliseconds, and the conditions measured under."""
@@ -407,33 +394,24 @@ def measure_latency(
         if spec is None:
             raise ValueError("input_shape is required for a model not built from a spec")
         input_shape = spec.input_shape
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
+    dev = resolve_device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = copy.deepcopy(model).to(dev).to(memory_format=memory_format).eval()
     sample = torch.randn(batch_size, *input_shape, device=dev).contiguous(
         memory_format=memory_format
     )
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     samples: list[float] = []
-    try:
-        with torch.inference_mode():
-            for _ in range(warmup):
-                model(sample)
-            for _ in range(repeats):
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                start = time.perf_counter()
-                model(sample)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                samples.append((time.perf_counter() - start) * 1000.0)
-        used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous_threads)
+    with torch_threads(threads) as used_threads, torch.inference_mode():
+        for _ in range(warmup):
+            model(sample)
+        for _ in range(repeats):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            start = time.perf_counter()
+            model(sample)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            samples.append((time.perf_counter() - start) * 1000.0)
     quartiles = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
     return LatencyResult(
         median_ms=statistics.median(samples),

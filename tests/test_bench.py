@@ -17,18 +17,18 @@ from dwsearch.bench import (
     seed_pipeline_throughput,
 )
 from dwsearch.data import BatchLoader, ImageTensors, load_dataset
+from dwsearch.errors import ConfigError
 from dwsearch.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def real_test_split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageTensors]:
     path = require_cifar10()
-    patch = pytest.MonkeyPatch()
-    patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    splits = load_dataset("cifar10", data_dir=path, val_size=0, download=False,
-                          test_subset=256)
-    yield splits.test
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        splits = load_dataset("cifar10", data_dir=path, val_size=0, download=False,
+                              test_subset=256)
+        yield splits.test
 
 
 def test_both_pipelines_feed_the_model_the_same_inputs(real_test_split: ImageTensors) -> None:
@@ -42,12 +42,13 @@ def test_both_pipelines_feed_the_model_the_same_inputs(real_test_split: ImageTen
 
 def test_throughput_of_both_pipelines_runs_on_real_images(real_test_split: ImageTensors) -> None:
     seed = seed_pipeline_throughput("seed_dwsep", real_test_split, steps=2, warmup_steps=1,
-                                    batch_size=16)
+                                    batch_size=16, num_workers=1, device="cpu")
+    assert seed.workers == 1
     ours = dwsearch_throughput("seed_dwsep", real_test_split,
                                TrainConfig(batch_size=16, threads=2), steps=2)
     assert seed.images_per_second > 0 and ours.images_per_second > 0
     assert 0 < ours.data_seconds < ours.epoch_seconds
-    with pytest.raises(ValueError, match="need"):
+    with pytest.raises(ConfigError, match="need"):
         seed_pipeline_throughput("seed_dwsep", real_test_split, steps=100, batch_size=16)
 
 
@@ -63,9 +64,13 @@ def test_ratios_and_markdown() -> None:
     result = BenchResult("cpu model", "cpu", 2, "2.x", "2026-11-25", "real data")
     result.throughput = [
         ThroughputResult("seed", "seed_cnn", 40.0, 16, 128, "fp32", False),
+        ThroughputResult("seed", "seed_cnn", 50.0, 16, 128, "fp32", False, workers=2),
         ThroughputResult("dwsearch", "seed_cnn", 100.0, 16, 128, "bf16", True,
                          data_seconds=0.1, epoch_seconds=20.0),
     ]
     assert result.ratios() == {"seed_cnn": 2.5}
+    assert result.ratios(workers=2) == {"seed_cnn": 2.0}
     text = result.to_markdown()
-    assert "| seed_cnn | 40.0 | 100.0 | bf16, channels_last | 2.50x | 0.50% |" in text
+    assert "| seed_cnn | seed-style | 0 | fp32 | 40.0 | 2.50x | - |" in text
+    assert "| seed_cnn | seed-style | 2 | fp32 | 50.0 | 2.00x | - |" in text
+    assert "| seed_cnn | dwsearch | - | bf16, channels_last | 100.0 | 1.00x | 0.50% |" in text

@@ -87,3 +87,58 @@ def test_help_everywhere(command: list[str]) -> None:
 def test_show_applies_overrides() -> None:
     code, out = run("show", "seed_cnn", "--set", "layers[5].p=0.2")
     assert code == 0 and "{block: dropout2d, p: 0.2}" in out
+
+
+def test_a_bug_shows_its_traceback_and_asks_for_a_report() -> None:
+    import click
+
+    from dwsearch.errors import DataError
+
+    @click.command("boom-bug")
+    def boom_bug() -> None:
+        raise KeyError("internal")
+
+    @click.command("boom-user")
+    def boom_user() -> None:
+        try:
+            raise FileNotFoundError("root cause")
+        except FileNotFoundError as err:
+            raise DataError("data/x: no such folder\nsecond line") from err
+
+    main.add_command(boom_bug)
+    main.add_command(boom_user)
+    try:
+        result = CliRunner().invoke(main, ["boom-bug"])
+        assert result.exit_code == 70
+        assert "internal error" in result.output and "report" in result.output
+        result = CliRunner().invoke(main, ["boom-user"])
+        assert result.exit_code == 1
+        assert result.output == "Error: data/x: no such folder\n"
+        # DWSEARCH_DEBUG=1 re-raises the user error with its cause chained.
+        result = CliRunner().invoke(main, ["boom-user"], env={"DWSEARCH_DEBUG": "1"})
+        assert isinstance(result.exception, DataError)
+        assert isinstance(result.exception.__cause__, FileNotFoundError)
+    finally:
+        main.commands.pop("boom-bug")
+        main.commands.pop("boom-user")
+
+
+def test_options_come_from_the_config_dataclasses() -> None:
+    from dwsearch.data import DataConfig
+    from dwsearch.train import TrainConfig
+
+    code, out = run("train", "--help")
+    assert code == 0
+    for flag in ("--lr", "--momentum", "--weight-decay", "--schedule", "--precision",
+                 "--channels-last / --no-channels-last", "--val-size", "--subset",
+                 "--test-subset", "--dataset"):
+        assert flag in out, flag
+    assert f"[default: {TrainConfig().lr}]" in out
+    assert f"[default: {DataConfig().val_size}]" in out
+    assert "constant|cosine|onecycle" in out
+
+
+def test_out_of_range_option_names_the_flag() -> None:
+    code, out = run("train", "seed_cnn", "--lr", "-1", "--epochs", "1")
+    assert code == 1
+    assert out.strip() == "Error: --lr: expected a finite number > 0, found -1.0"

@@ -11,8 +11,10 @@ from click.testing import CliRunner
 from realdata import require_cifar10
 
 from dwsearch.cli import main
-from dwsearch.experiment import DataConfig, train_spec
-from dwsearch.train import TrainConfig, cpu_supports_bf16
+from dwsearch.data import DataConfig
+from dwsearch.run import train_spec
+from dwsearch.runtime import cpu_supports_bf16
+from dwsearch.train import TrainConfig
 
 # A small network from registry blocks: cheap enough to train for real in a test.
 SMALL = {
@@ -36,22 +38,21 @@ def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real CIFAR-10 copy, with a fresh decoded-tensor cache for this module so tests
     never touch ~/.cache."""
     path = require_cifar10()
-    patch = pytest.MonkeyPatch()
-    patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    yield str(path)
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield str(path)
 
 
 def test_small_net_learns_real_cifar10(cifar10_dir: str) -> None:
     data = DataConfig(data_dir=cifar10_dir, val_size=1000, train_subset=4000, test_subset=1000)
     report = train_spec(SMALL, data, TrainConfig(epochs=3, threads=2), progress=False)
-    assert report.result.status == "completed"
+    assert report.status == "completed"
     assert report.train_images == 4000 and report.val_images == 1000
     assert "JPEG" in report.data_source
     # Chance is 10%; three epochs on 4,000 real images reach well above it.
     assert report.val_accuracy is not None and report.val_accuracy > 0.30
     assert report.test_accuracy is not None and report.test_accuracy > 0.30
-    losses = [m.train_loss for m in report.result.epochs]
+    losses = [m.train_loss for m in report.epochs]
     assert losses[-1] < losses[0]
 
 
@@ -77,8 +78,8 @@ def test_bf16_and_fp32_both_train(cifar10_dir: str) -> None:
                       progress=False)
         for p in ("fp32", "bf16")
     }
-    assert {p: r.result.precision for p, r in reports.items()} == {"fp32": "fp32", "bf16": "bf16"}
-    assert all(r.result.status == "completed" for r in reports.values())
+    assert {p: r.precision for p, r in reports.items()} == {"fp32": "fp32", "bf16": "bf16"}
+    assert all(r.status == "completed" for r in reports.values())
 
 
 def test_missing_data_is_a_one_line_error(tmp_path: Path) -> None:
@@ -90,7 +91,9 @@ def test_missing_data_is_a_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_imagefolder_of_your_own_resizes_images_and_classifier(tmp_path: Path) -> None:
+def test_imagefolder_of_your_own_resizes_images_and_classifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Three classes of 20x24 images train a 10-class spec at 16x16: both adapt."""
     from PIL import Image
 
@@ -104,13 +107,9 @@ def test_imagefolder_of_your_own_resizes_images_and_classifier(tmp_path: Path) -
                 Image.new("RGB", (24, 20), shade).save(folder / f"{i}.png")
     spec = dict(SMALL, input=[3, 16, 16])
     data = DataConfig(dataset="imagefolder", data_dir=str(tmp_path / "images"), val_size=9)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path / "cache"))
-    try:
-        report = train_spec(spec, data, TrainConfig(epochs=3, lr=0.05, threads=2),
-                            progress=False)
-    finally:
-        patch.undo()
-    assert report.spec.num_classes == 3 and report.spec.layers[-1].args["out_features"] == 3
+    monkeypatch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    report = train_spec(spec, data, TrainConfig(epochs=3, lr=0.05, threads=2), progress=False)
+    assert report.num_classes == 3 and report.spec["num_classes"] == 3
+    assert report.spec["layers"][-1]["out_features"] == 3
     assert (report.train_images, report.val_images, report.test_images) == (63, 9, 18)
-    assert report.result.status == "completed" and report.test_accuracy is not None
+    assert report.status == "completed" and report.test_accuracy is not None

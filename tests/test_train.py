@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Iterator
@@ -11,7 +12,17 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from dwsearch.builder import build_model
+from dwsearch.errors import ConfigError
+from dwsearch.run import model_from_checkpoint
+from dwsearch.runtime import (
+    cpu_supports_bf16,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from dwsearch.spec import ModelSpec
 from dwsearch.train import (
     CHECKPOINT_FORMAT_VERSION,
@@ -19,14 +30,10 @@ from dwsearch.train import (
     EpochMetrics,
     StopTraining,
     TrainConfig,
-    cpu_supports_bf16,
     evaluate,
     fit,
     load_checkpoint,
-    model_from_checkpoint,
-    resolve_device,
-    resolve_precision,
-    seed_everything,
+    make_optimizer,
 )
 
 NUM_CLASSES = 3
@@ -161,7 +168,7 @@ def test_defaults_are_the_seed_recipe() -> None:
     ],
 )
 def test_config_rejects_bad_values(field: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=rf"TrainConfig\.{field}: expected"):
+    with pytest.raises(ConfigError, match=rf"^{field}: expected"):
         TrainConfig(**{field: value})
 
 
@@ -207,10 +214,41 @@ def test_learns_a_separable_problem() -> None:
     assert result.final.train_loss < result.epochs[0].train_loss
 
 
-def test_adamw_and_label_smoothing_run() -> None:
-    _, result = run(cfg(optimizer="adamw", lr=1e-2, weight_decay=0.05, label_smoothing=0.1))
-    assert result.status == "completed"
-    assert all(math.isfinite(m.train_loss) for m in result.epochs)
+def test_adamw_is_built_from_the_config() -> None:
+    config = cfg(optimizer="adamw", lr=1e-2, momentum=0.8, weight_decay=0.05)
+    optimizer = make_optimizer(tiny_model(), config)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (1e-2, (0.8, 0.999), 0.05)
+    # And the trainer uses it: the same start and batches end elsewhere than with SGD.
+    adamw_model, adamw = run(config)
+    sgd_model, sgd = run(cfg(lr=1e-2, momentum=0.8, weight_decay=0.05))
+    assert adamw.status == sgd.status == "completed"
+    assert not torch.equal(adamw_model[0].weight, sgd_model[0].weight)
+
+
+def test_label_smoothing_is_the_objective_reported() -> None:
+    """With a learning rate too small to move the weights, the first epoch's train loss is
+    the smoothed cross-entropy of the initial model over the same batches."""
+    smoothing = 0.4
+    config = cfg(epochs=1, lr=1e-12, label_smoothing=smoothing, momentum=0.0,
+                 weight_decay=0.0, channels_last=False)
+    torch.manual_seed(0)
+    model = tiny_model(dropout=0.0)
+    initial = copy.deepcopy(model)
+    train, _ = loaders()
+    result = fit(model, train, None, config, progress=False)
+    train.set_epoch(0)
+    total = plain = 0.0
+    initial.train()
+    with torch.no_grad():
+        for x, y in train:
+            logits = initial(x)
+            total += float(F.cross_entropy(logits, y, label_smoothing=smoothing)) * len(y)
+            plain += float(F.cross_entropy(logits, y)) * len(y)
+    n = len(train.y)
+    assert result.epochs[0].train_loss == pytest.approx(total / n, rel=1e-5)
+    assert abs(total - plain) / n > 1e-3  # smoothing really changes the number
 
 
 def test_same_seed_gives_identical_metrics() -> None:
@@ -374,7 +412,7 @@ def test_checkpoint_contents(tmp_path: Path) -> None:
     assert state["spec"] == {"name": "tiny"}
     assert state["epoch"] == 2 and state["config"] == result.to_dict()["config"]
     assert [m["train_loss"] for m in state["metrics"]] == [m.train_loss for m in result.epochs]
-    assert set(state["versions"]) == {"torch", "python", "dwsearch"}
+    assert {"torch", "python", "dwsearch"} <= set(state["versions"])
     assert state["rng"]["torch"].dtype == torch.uint8
     assert {"optimizer", "scheduler", "scaler"} <= set(state)
     for name, value in model.state_dict().items():
@@ -383,13 +421,20 @@ def test_checkpoint_contents(tmp_path: Path) -> None:
 
 
 def test_missing_and_corrupt_checkpoints(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint(tmp_path / "nope.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint") as info:
+    with pytest.raises(CheckpointError, match="not a readable dwsearch checkpoint") as info:
         load_checkpoint(bad)
     assert "\n" not in str(info.value)
+    # A pickle of an arbitrary object: torch's own message would advise weights_only=False,
+    # which runs the file's code. Ours never does.
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": Path("x")}, foreign)
+    with pytest.raises(CheckpointError, match="not a readable") as info:
+        load_checkpoint(foreign)
+    assert "weights_only" not in str(info.value)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(1)}, other)
     with pytest.raises(CheckpointError, match="not a dwsearch checkpoint"):
@@ -468,9 +513,8 @@ def test_resume_rejects_fewer_epochs_and_other_batch_size(tmp_path: Path) -> Non
 
 
 def test_model_from_checkpoint_rebuilds_from_spec(tmp_path: Path) -> None:
-    builder = pytest.importorskip("dwsearch.builder")
     seed_everything(0)
-    model = builder.build_model(TINY_SPEC)
+    model = build_model(TINY_SPEC)
     train, val = loaders()
     ckpt = tmp_path / "run.pt"
     spec = ModelSpec.from_dict(TINY_SPEC)  # a ModelSpec is stored as its plain dict
@@ -490,3 +534,11 @@ def test_model_from_checkpoint_without_spec(tmp_path: Path) -> None:
     run(cfg(epochs=1), checkpoint=ckpt)
     with pytest.raises(CheckpointError, match="no spec"):
         model_from_checkpoint(ckpt)
+
+
+def test_fit_restores_the_thread_count_it_changes() -> None:
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    _, result = run(cfg(epochs=1, threads=wanted))
+    assert result.threads == wanted
+    assert torch.get_num_threads() == before

@@ -1,0 +1,100 @@
+"""``dwsearch bench``: the seed study's training pipeline against dwsearch's, in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from dwsearch.cli._common import build_config, config_options
+from dwsearch.errors import ConfigError
+from dwsearch.train.config import TrainConfig
+
+# The options that change how dwsearch's side trains; the recipe itself is the seed's.
+_RUNTIME_FIELDS = ("precision", "channels_last", "device", "threads")
+
+
+def _seeds(value: str, flag: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected integers like 0,1, found {value!r}",
+                                 param_hint=flag) from None
+    if any(s < 0 for s in seeds):
+        raise click.BadParameter(f"expected integers >= 0, found {value!r}", param_hint=flag)
+    return seeds
+
+
+@click.command()
+@click.argument("specs", nargs=-1)
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="CIFAR-10 folder; default $DWSEARCH_DATA_DIR, else the cache directory.")
+@click.option("--val-size", default=5000, show_default=True, type=click.IntRange(min=0),
+              help="Images carved from the training set for the accuracy comparison.")
+@click.option("--steps", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Timed training steps per pipeline and spec.")
+@click.option("--seed-workers", default=None,
+              help="Comma-separated DataLoader worker counts for the seed-style pipeline; "
+                   "default: 0 (the seed's code) and one per core.")
+@config_options(TrainConfig, exclude=[
+    f for f in TrainConfig.__dataclass_fields__ if f not in _RUNTIME_FIELDS
+])
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="Measure peak memory in training and inference.")
+@click.option("--load-times/--no-load-times", default=True, show_default=True,
+              help="Measure cold and warm dataset load times.")
+@click.option("--throughput/--no-throughput", default=True, show_default=True,
+              help="Measure training images/s of both pipelines.")
+@click.option("--accuracy-subset", type=click.IntRange(min=1),
+              help="Also train on this many images in fp32 and bf16 and compare accuracy.")
+@click.option("--accuracy-epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--accuracy-seeds", default="0", show_default=True,
+              help="Comma-separated seeds for the accuracy comparison (spread = noise).")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="Write the results as JSON here (a .md path writes the Markdown tables).")
+def bench(
+    specs: tuple[str, ...],
+    data_dir: str | None,
+    val_size: int,
+    steps: int,
+    seed_workers: str | None,
+    memory: bool,
+    load_times: bool,
+    throughput: bool,
+    accuracy_subset: int | None,
+    accuracy_epochs: int,
+    accuracy_seeds: str,
+    output: str | None,
+    **runtime: object,
+) -> None:
+    """Seed-style training pipeline vs dwsearch's, measured in one run (default specs:
+    seed_cnn seed_dwsep); prints images/s ratios, data-loading share, load times, memory."""
+    from dwsearch.bench import run_bench
+
+    seeds = _seeds(accuracy_seeds, "--accuracy-seeds")
+    workers = _seeds(seed_workers, "--seed-workers") if seed_workers else None
+    config = build_config(TrainConfig, runtime)
+    out_path = Path(output) if output else None
+    if out_path is not None and out_path.parent.exists() and not out_path.parent.is_dir():
+        raise ConfigError(f"--output {output}: {out_path.parent} is not a folder")
+    result = run_bench(
+        list(specs) or ["seed_cnn", "seed_dwsep"], data_dir=data_dir, steps=steps,
+        seed_workers=workers, config=config, memory=memory, load_times=load_times,
+        throughput=throughput, accuracy_subset=accuracy_subset,
+        accuracy_epochs=accuracy_epochs, accuracy_seeds=seeds, val_size=val_size,
+        log=lambda line: click.echo(line, err=True),
+    )
+    text = result.to_markdown()
+    click.echo(text)
+    if out_path is not None:
+        body = text + "\n" if out_path.suffix == ".md" else json.dumps(
+            result.to_dict(), indent=2, default=str) + "\n"
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(body)
+        except OSError as err:
+            raise ConfigError(f"--output {output}: cannot write ({err.strerror})") from err
+
+
+COMMANDS = [bench]

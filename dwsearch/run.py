@@ -1,0 +1,227 @@
+"""One spec end to end: data, model, costs, fit, final test numbers -> a :class:`RunRecord`.
+
+This is the Python API behind ``dwsearch train``; the study workers call it once per trial
+with the dataset already loaded (pass :class:`DataSplits` instead of a :class:`DataConfig`).
+It is the one module that joins the model half (specs, builder, costs) and the training half
+(data, trainer), which otherwise know nothing of each other.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from dwsearch.builder import Network, build_model
+from dwsearch.costs import BNMode, measure_latency, profile
+from dwsearch.data.config import DataConfig
+from dwsearch.data.load import load_dataset
+from dwsearch.data.loader import BatchLoader
+from dwsearch.data.tensors import DataSplits
+from dwsearch.errors import CheckpointError, DataError, SpecError
+from dwsearch.records import RunRecord
+from dwsearch.runtime import (
+    device_name,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    versions,
+)
+from dwsearch.spec import ModelSpec
+from dwsearch.train.checkpoint import load_checkpoint
+from dwsearch.train.config import TrainConfig
+from dwsearch.train.loop import Callback, evaluate, fit
+from dwsearch.zoo import load_spec
+
+__all__ = [
+    "CROP_PADDING",
+    "DataConfig",
+    "load_data",
+    "make_loaders",
+    "model_from_checkpoint",
+    "train_spec",
+]
+
+# Padding of the random crop when augmentation is on: the usual CIFAR-10 choice.
+CROP_PADDING = 4
+
+
+def load_data(spec: ModelSpec, data: DataConfig) -> DataSplits:
+    """Load the splits ``data`` names, resized to the spec's input size where it differs."""
+    size = (spec.input_shape[1], spec.input_shape[2]) if len(spec.input_shape) == 3 else None
+    return load_dataset(
+        data.dataset,
+        data_dir=data.data_dir,
+        val_size=data.val_size,
+        train_subset=data.train_subset,
+        test_subset=data.test_subset,
+        image_size=size,
+        seed=data.seed,
+        download=data.download,
+    )
+
+
+def make_loaders(
+    splits: DataSplits, config: TrainConfig, device: str
+) -> tuple[BatchLoader, BatchLoader | None, BatchLoader]:
+    """Train (shuffled, augmented if configured), validation and test batch loaders."""
+    train = BatchLoader(
+        splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+        device=device, channels_last=config.channels_last,
+        crop_padding=CROP_PADDING if config.augment else 0, hflip=config.augment,
+    )
+    eval_batch = max(config.batch_size, 512)  # no gradients: larger batches are cheaper
+    val = None
+    if len(splits.val):
+        val = BatchLoader(splits.val, batch_size=eval_batch, device=device,
+                          channels_last=config.channels_last)
+    test = BatchLoader(splits.test, batch_size=eval_batch, device=device,
+                       channels_last=config.channels_last)
+    return train, val, test
+
+
+def fit_spec_to_data(spec: ModelSpec, splits: DataSplits) -> ModelSpec:
+    """The spec with its classifier resized to the data's number of classes; raises when the
+    images do not have the spec's input shape."""
+    if len(splits.classes) != spec.num_classes:
+        spec = spec.with_num_classes(len(splits.classes))
+    image_shape = tuple(splits.train.images.shape[1:])
+    if image_shape != spec.input_shape:
+        raise DataError(
+            f"the data's images are {image_shape} but the spec expects input "
+            f"{spec.input_shape}; change the spec's input or the data"
+        )
+    return spec
+
+
+def train_spec(
+    spec: ModelSpec | Mapping[str, Any] | str | Path,
+    data: DataConfig | DataSplits,
+    config: TrainConfig,
+    *,
+    test: bool = True,
+    callbacks: Iterable[Callback] = (),
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    latency: bool = False,
+    bn: BNMode = "counted",
+    data_config: DataConfig | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> RunRecord:
+    """Train ``spec`` once and return its :class:`RunRecord`: costs (counted before
+    training), per-epoch metrics, validation and (with ``test``) test accuracy, the configs,
+    the device and the library versions.
+
+    ``data`` is a :class:`DataConfig` to load, or splits already loaded (a study worker loads
+    once); pass ``data_config`` with splits so the record says how they were made. The
+    classifier is resized to the dataset's number of classes when they differ. Model
+    initialisation is seeded by ``config.seed``, so a run is reproducible on one machine.
+    ``latency`` also measures batch-1 forward latency on the training device.
+    """
+    model_spec = load_spec(spec)
+    start = time.perf_counter()
+    if isinstance(data, DataSplits):
+        splits, data_config = data, data_config
+    else:
+        splits, data_config = load_data(model_spec, data), data
+    load_seconds = time.perf_counter() - start
+    model_spec = fit_spec_to_data(model_spec, splits)
+    device = str(resolve_device(config.device))
+    seed_everything(config.seed)
+    model = build_model(model_spec)
+    costs = profile(model, bn=bn)
+    timing = None
+    if latency:
+        timing = measure_latency(model, 1, device, config.threads,
+                                 channels_last=config.channels_last)
+    train_batches, val_batches, test_batches = make_loaders(splits, config, device)
+    result = fit(
+        model, train_batches, val_batches, config, callbacks=callbacks, checkpoint=checkpoint,
+        resume=resume, spec=model_spec.to_dict(), progress=progress,
+    )
+    test_loss = test_accuracy = None
+    if test and result.status != "diverged":
+        precision = resolve_precision(config.precision, device)
+        test_loss, test_accuracy = evaluate(model, test_batches, device=device,
+                                            precision=precision)
+    final = result.final
+    return RunRecord(
+        spec=model_spec.to_dict(),
+        spec_hash=model_spec.hash(),
+        name=model_spec.name,
+        params=costs.params,
+        macs=costs.macs,
+        bn=costs.bn,
+        activations=costs.activations,
+        saved_bytes=getattr(costs, "saved_bytes", None),
+        layers=tuple(costs.to_rows()),
+        status=result.status,
+        message=result.message,
+        epochs=tuple(result.epochs),
+        val_accuracy=final.val_accuracy if final is not None else None,
+        val_loss=final.val_loss if final is not None else None,
+        best_val_accuracy=result.best_val_accuracy,
+        test_accuracy=test_accuracy,
+        test_loss=test_loss,
+        train_seconds=result.seconds,
+        load_seconds=load_seconds,
+        seed=config.seed,
+        train=asdict(config),
+        data=asdict(data_config) if data_config is not None else {},
+        data_source=splits.source,
+        train_images=len(splits.train),
+        val_images=len(splits.val),
+        test_images=len(splits.test),
+        num_classes=model_spec.num_classes,
+        device=result.device,
+        device_name=device_name(result.device),
+        precision=result.precision,
+        threads=result.threads,
+        host=socket.gethostname(),
+        versions=versions(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        latency=_latency_dict(timing),
+        extra=dict(extra or {}),
+    )
+
+
+def _latency_dict(timing: Any) -> dict[str, Any] | None:
+    if timing is None:
+        return None
+    out = {k: v for k, v in asdict(timing).items() if k != "samples_ms"}
+    out["input_shape"] = list(out["input_shape"])
+    return out
+
+
+def model_from_checkpoint(path: str | Path) -> Network:
+    """Rebuild the network from the spec stored in a checkpoint and load its weights.
+
+    Returns the model on the CPU in eval mode. Raises :class:`CheckpointError` when the
+    checkpoint has no spec (it was written by ``fit`` without ``spec=``) or the weights do
+    not fit it.
+    """
+    state = load_checkpoint(path)
+    if state.get("spec") is None:
+        raise CheckpointError(
+            f"{path}: checkpoint has no spec (pass spec= to fit); build the model yourself and "
+            f"load_state_dict(load_checkpoint(path)['model'])"
+        )
+    try:
+        model = build_model(ModelSpec.from_dict(state["spec"], source=f"{path}: spec"))
+    except SpecError as err:
+        raise CheckpointError(f"{err}") from err
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: weights do not fit the stored spec: {first}") from err
+    result: nn.Module = model.eval()
+    assert isinstance(result, Network)
+    return result

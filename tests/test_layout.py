@@ -1,0 +1,85 @@
+"""The import rules of the architecture, checked by reading the sources (ast), so a change
+that breaks a layer boundary fails here rather than in a review."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dwsearch"
+MODEL_CODE = ("dwsearch.builder", "dwsearch.blocks", "dwsearch.costs", "dwsearch.registry",
+              "dwsearch.spec", "dwsearch.zoo", "dwsearch.run")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+SOURCES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def offenders(prefix: str, banned: tuple[str, ...]) -> dict[str, list[str]]:
+    out = {}
+    for name, path in SOURCES.items():
+        if name == prefix or name.startswith(prefix + "."):
+            bad = sorted(m for m in imports(path) if within(m, banned))
+            if bad:
+                out[name] = bad
+    return out
+
+
+@pytest.mark.parametrize("layer", ["dwsearch.data", "dwsearch.train"])
+def test_data_and_train_never_import_model_code(layer: str) -> None:
+    assert offenders(layer, MODEL_CODE) == {}
+
+
+@pytest.mark.parametrize("leaf", ["dwsearch.errors", "dwsearch.records", "dwsearch._lazy"])
+def test_leaves_import_nothing_heavy(leaf: str) -> None:
+    banned = ("torch", "numpy", "optuna", "pandas", "fvcore", "torchvision")
+    assert offenders(leaf, banned) == {}
+    internal = {m for m in imports(SOURCES[leaf]) if m.startswith("dwsearch")}
+    assert internal <= {"dwsearch.errors"}
+
+
+def test_spec_imports_only_errors_at_module_level() -> None:
+    tree = ast.parse(SOURCES["dwsearch.spec"].read_text())
+    top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+    assert {m for m in top if m.startswith("dwsearch")} == {"dwsearch.errors"}
+
+
+def test_registry_imports_no_block_module() -> None:
+    assert not any(m.startswith("dwsearch.blocks") for m in imports(SOURCES["dwsearch.registry"]))
+
+
+def test_only_the_study_package_imports_optuna() -> None:
+    users = {n for n, p in SOURCES.items() if any(m.startswith("optuna") for m in imports(p))}
+    assert all(n.startswith("dwsearch.study") for n in users), users
+
+
+def test_configs_and_cli_import_no_torch_at_module_level() -> None:
+    for name in ("dwsearch.train.config", "dwsearch.data.config", "dwsearch.cli",
+                 "dwsearch.cli._common", "dwsearch.cli.models", "dwsearch.cli.training",
+                 "dwsearch.cli.bench"):
+        tree = ast.parse(SOURCES[name].read_text())
+        top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+        top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        assert not any(m.startswith(("torch", "dwsearch.builder", "dwsearch.costs",
+                                     "dwsearch.run", "dwsearch.bench")) for m in top), name
