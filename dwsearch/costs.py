@@ -41,6 +41,7 @@ __all__ = [
     "CONVENTION",
     "LatencyResult",
     "LayerCost",
+    "MacCount",
     "Profile",
     "count_macs",
     "device_name",
@@ -122,13 +123,20 @@ def _model_and_spec(
     return build_model(spec), spec
 
 
+@dataclass(frozen=True)
+class MacCount:
+    """MACs of one sample under the module convention."""
+
+    total: int
+    by_module: Mapping[str, int]  # every module name ("" is the whole model) -> MACs
+    by_operator: Mapping[str, int]  # fvcore's operator names ("conv", "linear", ...) -> MACs
+    unsupported: Mapping[str, int]  # ops with no handle -> how often they ran (not counted)
+
+
 def count_macs(
     model: nn.Module, input_shape: tuple[int, ...], *, bn: BNMode = "counted"
-) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
-    """MACs of ``model`` on one input of ``input_shape`` (C, H, W) under the module convention.
-
-    Returns (total, by module name, by operator, unsupported ops with their call counts).
-    """
+) -> MacCount:
+    """MACs of ``model`` on one input of ``input_shape`` (C, H, W) under the module convention."""
     if bn not in ("counted", "folded"):
         raise ValueError(f"bn must be 'counted' or 'folded', found {bn!r}")
     was_training = model.training
@@ -148,13 +156,15 @@ def count_macs(
             for op, handle in _HANDLES.items():
                 analysis.set_op_handle(op, handle)
             analysis.set_op_handle("aten::batch_norm", _per_output if bn == "counted" else _free)
-            total = int(analysis.total())
-            by_module = {k: int(v) for k, v in analysis.by_module().items()}
-            by_operator = {k: int(v) for k, v in analysis.by_operator().items()}
-            unsupported = dict(analysis.unsupported_ops())
+            result = MacCount(
+                total=int(analysis.total()),
+                by_module={k: int(v) for k, v in analysis.by_module().items()},
+                by_operator={k: int(v) for k, v in analysis.by_operator().items()},
+                unsupported=dict(analysis.unsupported_ops()),
+            )
     finally:
         model.train(was_training)
-    return total, by_module, by_operator, unsupported
+    return result
 
 
 def _layer_outputs(
@@ -294,7 +304,7 @@ def profile(
             raise ValueError("input_shape is required for a model not built from a spec")
         input_shape = spec.input_shape
     input_shape = tuple(input_shape)
-    total, by_module, by_operator, unsupported = count_macs(model, input_shape, bn=bn)
+    macs = count_macs(model, input_shape, bn=bn)
     outputs = _layer_outputs(model, input_shape)
     shapes = {name: shape for name, (shape, _new) in outputs.items()}
     # Activations: new elements each layer produces for one sample (a memory proxy); views
@@ -311,7 +321,7 @@ def profile(
                 index=index, name=name, block=block, args=args,
                 out_shape=shapes.get(name, ()),
                 params=sum(p.numel() for p in child.parameters()),
-                macs=by_module.get(name, 0),
+                macs=macs.by_module.get(name, 0),
                 activations=activations.get(name, 0),
             )
         )
@@ -320,11 +330,11 @@ def profile(
         bn=bn,
         params=sum(p.numel() for p in model.parameters()),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        macs=total,
+        macs=macs.total,
         activations=sum(activations.values()),
         layers=tuple(layers),
-        by_operator=by_operator,
-        unsupported_ops=unsupported,
+        by_operator=macs.by_operator,
+        unsupported_ops=macs.unsupported,
         spec_name=spec.name if spec is not None else type(model).__name__,
         spec_hash=spec.hash() if spec is not None else None,
     )

@@ -59,11 +59,9 @@ def test_macs_match_closed_form_with_no_unsupported_ops(
     name: str, args: dict[str, Any], bn_counted: bool
 ) -> None:
     block = _build(name, args)
-    total, _, _, unsupported = count_macs(
-        block, input_shape(name, args), bn="counted" if bn_counted else "folded"
-    )
-    assert not unsupported, f"{name} leaves ops uncounted: {unsupported}"
-    assert total == macs(name, args, bn_counted)
+    result = count_macs(block, input_shape(name, args), bn="counted" if bn_counted else "folded")
+    assert not result.unsupported, f"{name} leaves ops uncounted: {result.unsupported}"
+    assert result.total == macs(name, args, bn_counted)
 
 
 @pytest.mark.parametrize(("name", "args"), CASES)
@@ -73,7 +71,7 @@ def test_conv_and_linear_macs_agree_with_torch_flop_counter(
     """torch's FlopCounterMode counts 2 FLOPs per multiply-add of convs and matmuls only."""
     block = _build(name, args).eval()
     shape = input_shape(name, args)
-    _, _, by_operator, _ = count_macs(block, shape, bn="folded")
+    by_operator = count_macs(block, shape, bn="folded").by_operator
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         block(torch.zeros(1, *shape))
