@@ -16,17 +16,25 @@ Convention (stated in every printed table):
 
 fvcore knows only some of these ops; the handles below cover the rest so that no registry
 block leaves an op uncounted (``Profile.unsupported_ops`` says if a user block does).
+
+Memory, per sample:
+
+* Activations: elements output by conv and linear (matmul) ops, as fvcore's
+  ``ActivationCountAnalysis`` counts them (batch 1, eval mode). Pooling, normalisation,
+  non-linearities and reshapes add none: the count says how much the layer computes into, not
+  how much autograd keeps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import platform
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,10 +47,12 @@ from dwsearch.spec import ModelSpec, load_spec
 
 __all__ = [
     "CONVENTION",
+    "ActivationCount",
     "LatencyResult",
     "LayerCost",
     "MacCount",
     "Profile",
+    "count_activations",
     "count_macs",
     "device_name",
     "measure_latency",
@@ -54,7 +64,8 @@ BNMode = Literal["counted", "folded"]
 CONVENTION = (
     "1 multiply-add = 1 MAC, FLOPs = 2 x MACs; batch 1, eval mode; conv/linear multiply-adds; "
     "batch norm {bn}; residual add, SE multiply, average pooling 1 MAC per element; "
-    "ReLU/ReLU6/max-pool/sigmoid/hardswish/SiLU 0"
+    "ReLU/ReLU6/max-pool/sigmoid/hardswish/SiLU 0; activations: elements output by conv/linear "
+    "ops (fvcore ActivationCountAnalysis), per sample"
 )
 
 
@@ -133,70 +144,110 @@ class MacCount:
     unsupported: Mapping[str, int]  # ops with no handle -> how often they ran (not counted)
 
 
+@dataclass(frozen=True)
+class ActivationCount:
+    """Elements output by conv and linear (matmul) ops for one sample, as fvcore counts them."""
+
+    total: int
+    by_module: Mapping[str, int]  # every module name ("" is the whole model) -> elements
+    by_operator: Mapping[str, int]  # "conv", "linear", "addmm", ... -> elements
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+@contextlib.contextmanager
+def _mode(model: nn.Module, *, training: bool) -> Iterator[None]:
+    """Put every module in training or eval mode, then give each its own mode back (a model
+    may hold a frozen, eval-mode part while it trains)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.train(training)
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+@contextlib.contextmanager
+def _fvcore_trace(model: nn.Module, input_shape: tuple[int, ...]) -> Iterator[torch.Tensor]:
+    """Eval mode and quiet warnings while fvcore traces ``model``; yields a batch-1 zero input.
+
+    fvcore analyses are lazy, so every query must run inside this block.
+    """
+    with _mode(model, training=False), warnings.catch_warnings():
+        # fvcore traces with torch.jit, which newer torch marks deprecated; not actionable here.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+        yield torch.zeros(1, *input_shape, device=_device(model))
+
+
+def _quiet(analysis: Any) -> None:
+    """Silence an fvcore analysis: ops it skips are reported through its results instead."""
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+
+
 def count_macs(
     model: nn.Module, input_shape: tuple[int, ...], *, bn: BNMode = "counted"
 ) -> MacCount:
     """MACs of ``model`` on one input of ``input_shape`` (C, H, W) under the module convention."""
     if bn not in ("counted", "folded"):
         raise ValueError(f"bn must be 'counted' or 'folded', found {bn!r}")
-    was_training = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings():
-            # fvcore traces with torch.jit, which newer torch marks deprecated; not actionable here.
-            warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
-            from fvcore.nn import FlopCountAnalysis
+    with _fvcore_trace(model, input_shape) as sample:
+        from fvcore.nn import FlopCountAnalysis  # imported here: its import warns too
 
-            device = next((p.device for p in model.parameters()), torch.device("cpu"))
-            sample = torch.zeros(1, *input_shape, device=device)
-            analysis = FlopCountAnalysis(model, sample)
-            analysis.unsupported_ops_warnings(False)
-            analysis.uncalled_modules_warnings(False)
-            analysis.tracer_warnings("none")
-            for op, handle in _HANDLES.items():
-                analysis.set_op_handle(op, handle)
-            analysis.set_op_handle("aten::batch_norm", _per_output if bn == "counted" else _free)
-            result = MacCount(
-                total=int(analysis.total()),
-                by_module={k: int(v) for k, v in analysis.by_module().items()},
-                by_operator={k: int(v) for k, v in analysis.by_operator().items()},
-                unsupported=dict(analysis.unsupported_ops()),
-            )
-    finally:
-        model.train(was_training)
-    return result
+        analysis = FlopCountAnalysis(model, sample)
+        _quiet(analysis)
+        for op, handle in _HANDLES.items():
+            analysis.set_op_handle(op, handle)
+        analysis.set_op_handle("aten::batch_norm", _per_output if bn == "counted" else _free)
+        return MacCount(
+            total=int(analysis.total()),
+            by_module={k: int(v) for k, v in analysis.by_module().items()},
+            by_operator={k: int(v) for k, v in analysis.by_operator().items()},
+            unsupported=dict(analysis.unsupported_ops()),
+        )
 
 
-def _layer_outputs(
-    model: nn.Module, input_shape: tuple[int, ...]
-) -> dict[str, tuple[tuple[int, ...], bool]]:
-    """For each top-level child, its output shape (no batch dimension) and whether the output
-    is new memory rather than a view of its input (flatten, dropout at inference), from one
-    eval-mode forward pass; the model's mode is restored."""
-    outputs: dict[str, tuple[tuple[int, ...], bool]] = {}
+def count_activations(model: nn.Module, input_shape: tuple[int, ...]) -> ActivationCount:
+    """Elements output by the conv and linear ops of ``model`` for one input of ``input_shape``.
+
+    fvcore's ``ActivationCountAnalysis`` on the eval-mode model at batch 1: every other op
+    (pooling, batch norm, activations, adds, reshapes) counts 0, so it is not reported.
+    """
+    with _fvcore_trace(model, input_shape) as sample:
+        from fvcore.nn import ActivationCountAnalysis  # imported here: its import warns too
+
+        analysis = ActivationCountAnalysis(model, sample)
+        _quiet(analysis)
+        return ActivationCount(
+            total=int(analysis.total()),
+            by_module={k: int(v) for k, v in analysis.by_module().items()},
+            by_operator={k: int(v) for k, v in analysis.by_operator().items()},
+        )
+
+
+def _layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Each top-level child's output shape (no batch dimension), from one eval-mode forward
+    pass at batch 1; the model's mode is restored."""
+    shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     for name, child in model.named_children():
 
-        def hook(_m: nn.Module, inputs: Any, out: Any, name: str = name) -> None:
+        def hook(_m: nn.Module, _inputs: Any, out: Any, name: str = name) -> None:
             if isinstance(out, torch.Tensor):
-                source = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-                aliased = source is not None and (
-                    out.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
-                )
-                outputs[name] = (tuple(out.shape[1:]), not aliased)
+                shapes[name] = tuple(out.shape[1:])
 
         hooks.append(child.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
+        with _mode(model, training=False), torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=_device(model)))
     finally:
-        model.train(was_training)
         for handle in hooks:
             handle.remove()
-    return outputs
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -210,19 +261,19 @@ class LayerCost:
     out_shape: tuple[int, ...]
     params: int
     macs: int
-    activations: int  # new elements the layer produces for one sample (0 for views)
+    activations: int  # elements its conv/linear ops output, one sample (fvcore)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """What a network costs, before any training. ``macs`` is per sample (batch 1)."""
+    """What a network costs, before any training; every count is per sample."""
 
     input_shape: tuple[int, ...]
     bn: BNMode
     params: int
     trainable_params: int
-    macs: int
-    activations: int
+    macs: int  # batch 1, eval mode
+    activations: int  # elements output by conv/linear ops (fvcore ActivationCountAnalysis)
     layers: tuple[LayerCost, ...]
     by_operator: Mapping[str, int] = field(default_factory=dict)
     unsupported_ops: Mapping[str, int] = field(default_factory=dict)
@@ -293,7 +344,7 @@ def profile(
     *,
     bn: BNMode = "counted",
 ) -> Profile:
-    """Parameters, MACs (per sample), activations and a per-layer table.
+    """Parameters, MACs and activations (all per sample), by layer and in total.
 
     ``model_or_spec``: a built model, a ModelSpec or dict, a YAML path or a built-in name.
     ``input_shape`` (C, H, W) defaults to the spec's. The model is left as it was.
@@ -305,11 +356,8 @@ def profile(
         input_shape = spec.input_shape
     input_shape = tuple(input_shape)
     macs = count_macs(model, input_shape, bn=bn)
-    outputs = _layer_outputs(model, input_shape)
-    shapes = {name: shape for name, (shape, _new) in outputs.items()}
-    # Activations: new elements each layer produces for one sample (a memory proxy); views
-    # of the input (flatten, dropout at inference) produce none.
-    activations = {name: math.prod(shape) if new else 0 for name, (shape, new) in outputs.items()}
+    activations = count_activations(model, input_shape)
+    shapes = _layer_shapes(model, input_shape)
     layers = []
     for index, (name, child) in enumerate(model.named_children()):
         if spec is not None and index < len(spec.layers):
@@ -322,7 +370,7 @@ def profile(
                 out_shape=shapes.get(name, ()),
                 params=sum(p.numel() for p in child.parameters()),
                 macs=macs.by_module.get(name, 0),
-                activations=activations.get(name, 0),
+                activations=activations.by_module.get(name, 0),
             )
         )
     return Profile(
@@ -331,7 +379,7 @@ def profile(
         params=sum(p.numel() for p in model.parameters()),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         macs=macs.total,
-        activations=sum(activations.values()),
+        activations=activations.total,
         layers=tuple(layers),
         by_operator=macs.by_operator,
         unsupported_ops=macs.unsupported,

@@ -194,3 +194,42 @@ def macs(block: str, a: dict[str, Any], bn_counted: bool = False) -> int:
     if block == "global_avgpool":
         return 6 * h * w
     return 0  # max pooling, dropout, flatten
+
+
+def _se_activations(c: int, ratio: float) -> int:
+    return max(1, round(c * ratio)) + c  # the reduce and expand 1x1 convs' outputs
+
+
+def activations(block: str, a: dict[str, Any]) -> int:
+    """Elements output by conv and linear ops for one sample (fvcore's ActivationCountAnalysis):
+    pooling, batch norm, activations, adds and reshapes output none."""
+    h, w = IMAGE
+    ho, wo = out_hw(h, w, a.get("stride", 1))
+    if block in ("conv", "grouped"):
+        return a["out_channels"] * ho * wo
+    if block == "dwsep":
+        mid = a["in_channels"] * a.get("multiplier", 1)
+        total = mid * ho * wo + a["out_channels"] * ho * wo  # depthwise, then pointwise
+        if a.get("se_ratio", 0):
+            total += _se_activations(mid, a["se_ratio"])
+        return total
+    if block == "hybrid":
+        co, r = a["out_channels"], a.get("ratio", 0.5)
+        cs = round(r * co)
+        sub = {"kernel_size": a.get("kernel_size", 3), "stride": a.get("stride", 1),
+               "in_channels": a["in_channels"]}
+        return ((activations("conv", {**sub, "out_channels": cs}) if cs else 0)
+                + (activations("dwsep", {**sub, "out_channels": co - cs,
+                                         "multiplier": a.get("multiplier", 1)}) if co - cs else 0))
+    if block == "inverted_residual":
+        t = a.get("expand_ratio", 6)
+        mid = a["in_channels"] * t
+        total = mid * h * w if t != 1 else 0  # expansion at the input's resolution
+        total += mid * ho * wo + a["out_channels"] * ho * wo  # depthwise, projection
+        if a.get("se_ratio", 0):
+            total += _se_activations(mid, a["se_ratio"])
+        return total
+    if block == "linear":
+        return a["out_features"]
+    return 0  # pooling, dropout, flatten
+

@@ -1,4 +1,5 @@
-"""Every registered block: shapes, gradients, parameter and MAC counts against closed forms."""
+"""Every registered block: shapes, gradients, parameter, MAC and activation counts against
+closed forms."""
 
 from __future__ import annotations
 
@@ -6,11 +7,18 @@ from typing import Any
 
 import pytest
 import torch
-from closed_form import BLOCK_CASES, input_shape, macs, output_shape, params
+from closed_form import (
+    BLOCK_CASES,
+    activations,
+    input_shape,
+    macs,
+    output_shape,
+    params,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from dwsearch import get_block, list_blocks
-from dwsearch.costs import count_macs
+from dwsearch.costs import count_activations, count_macs
 
 CASES = [
     pytest.param(name, args, id=f"{name}-{i}")
@@ -62,6 +70,13 @@ def test_macs_match_closed_form_with_no_unsupported_ops(
     result = count_macs(block, input_shape(name, args), bn="counted" if bn_counted else "folded")
     assert not result.unsupported, f"{name} leaves ops uncounted: {result.unsupported}"
     assert result.total == macs(name, args, bn_counted)
+
+
+@pytest.mark.parametrize(("name", "args"), CASES)
+def test_activations_match_closed_form(name: str, args: dict[str, Any]) -> None:
+    result = count_activations(_build(name, args), input_shape(name, args))
+    assert result.total == activations(name, args)
+    assert result.by_module[""] == result.total
 
 
 @pytest.mark.parametrize(("name", "args"), CASES)

@@ -78,12 +78,18 @@ def test_seed_ratios_the_readme_reports() -> None:
     assert cnn.macs / dw.macs < 1.5
 
 
-def test_activations_count_new_layer_outputs_only() -> None:
-    result = profile("seed_cnn")
-    assert result.layers[0].activations == 32 * 32 * 32
-    assert result.layers[4].activations == 128 * 16 * 16  # max pooling makes a new tensor
-    assert result.layers[5].activations == 0  # dropout at inference returns its input
-    assert result.layers[9].activations == 0  # flatten is a view
+@pytest.mark.parametrize(("name", "depthwise"), [("seed_cnn", False), ("seed_dwsep", True)])
+def test_activations_count_conv_and_linear_outputs(name: str, depthwise: bool) -> None:
+    """fvcore's convention: conv_dw outputs its depthwise and its pointwise map; pooling,
+    dropout and flatten output no conv/linear elements."""
+    expected = 0
+    for i, (ci, co, hw, _bn) in enumerate(SEED_CONVS):
+        expected += hw * hw * (ci + co if depthwise and i in DWSEP_AT else co)
+    expected += sum(fo for _fi, fo in SEED_FCS)
+    result = profile(name)
+    assert result.activations == expected  # 493,066 and 627,210
+    assert result.layers[0].activations == 32 * 32 * (3 + 32 if depthwise else 32)
+    assert all(result.layers[i].activations == 0 for i in (4, 5, 8, 9, 12))
     assert result.activations == sum(layer.activations for layer in result.layers)
 
 
@@ -97,6 +103,7 @@ def test_table_states_the_convention() -> None:
     text = profile("seed_dwsep", bn="folded").format_table()
     assert "FLOPs = 2 x MACs" in text and "folded" in text
     assert "18,092,395" in text.splitlines()[-3]
+    assert "fvcore ActivationCountAnalysis" in text
 
 
 def test_profile_of_a_plain_module_needs_an_input_shape() -> None:
