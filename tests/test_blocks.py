@@ -1,5 +1,5 @@
-"""Every registered block: shapes, gradients, parameter, MAC and activation counts against
-closed forms."""
+"""Every registered block: shapes, gradients, parameter, MAC, activation and saved-byte counts
+against closed forms."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from closed_form import (
     macs,
     output_shape,
     params,
+    saved_bytes,
 )
 from torch.utils.flop_counter import FlopCounterMode
 
 from dwsearch import get_block, list_blocks
-from dwsearch.costs import count_activations, count_macs
+from dwsearch.costs import count_activations, count_macs, measure_saved_bytes
 
 CASES = [
     pytest.param(name, args, id=f"{name}-{i}")
@@ -77,6 +78,13 @@ def test_activations_match_closed_form(name: str, args: dict[str, Any]) -> None:
     result = count_activations(_build(name, args), input_shape(name, args))
     assert result.total == activations(name, args)
     assert result.by_module[""] == result.total
+
+
+@pytest.mark.parametrize(("name", "args"), CASES)
+def test_saved_bytes_match_closed_form(name: str, args: dict[str, Any]) -> None:
+    block = _build(name, args)
+    result = measure_saved_bytes(block, input_shape(name, args))
+    assert result.total == saved_bytes(name, args)
 
 
 @pytest.mark.parametrize(("name", "args"), CASES)
