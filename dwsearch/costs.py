@@ -16,16 +16,30 @@ Convention (stated in every printed table):
 
 fvcore knows only some of these ops; the handles below cover the rest so that no registry
 block leaves an op uncounted (``Profile.unsupported_ops`` says if a user block does).
+
+Memory, per sample:
+
+* Activations: elements output by conv and linear (matmul) ops, as fvcore's
+  ``ActivationCountAnalysis`` counts them (batch 1, eval mode). Pooling, normalisation,
+  non-linearities and reshapes add none: the count says how much the layer computes into, not
+  how much autograd keeps.
+* Saved bytes: what autograd keeps for the backward pass, measured with
+  ``torch.autograd.graph.saved_tensors_hooks`` during one training-mode forward pass (fp32
+  unless asked for bf16 autocast). Each saved storage counts once, in full, in the layer that
+  first saves it (an in-place ReLU's output is also the next conv's input). Per sample: the
+  slope between batch 2 and batch 3, which drops everything the batch does not scale
+  (weights, BN's per-channel statistics).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,20 +54,28 @@ from dwsearch.zoo import load_spec
 
 __all__ = [
     "CONVENTION",
+    "ActivationCount",
     "LatencyResult",
     "LayerCost",
+    "MacCount",
     "Profile",
+    "SavedBytes",
+    "count_activations",
     "count_macs",
     "measure_latency",
+    "measure_saved_bytes",
     "profile",
 ]
 
 BNMode = Literal["counted", "folded"]
+Precision = Literal["fp32", "bf16"]
 
 CONVENTION = (
     "1 multiply-add = 1 MAC, FLOPs = 2 x MACs; batch 1, eval mode; conv/linear multiply-adds; "
     "batch norm {bn}; residual add, SE multiply, average pooling 1 MAC per element; "
-    "ReLU/ReLU6/max-pool/sigmoid/hardswish/SiLU 0"
+    "ReLU/ReLU6/max-pool/sigmoid/hardswish/SiLU 0; activations: elements output by conv/linear "
+    "ops (fvcore ActivationCountAnalysis), per sample; saved: bytes autograd keeps for backward "
+    "per sample, training mode, {precision}, each storage once, slope between batch 2 and 3"
 )
 
 
@@ -122,71 +144,232 @@ def _model_and_spec(
     return build_model(spec), spec
 
 
+@dataclass(frozen=True)
+class MacCount:
+    """MACs of one sample under the module convention."""
+
+    total: int
+    by_module: Mapping[str, int]  # every module name ("" is the whole model) -> MACs
+    by_operator: Mapping[str, int]  # fvcore's operator names ("conv", "linear", ...) -> MACs
+    unsupported: Mapping[str, int]  # ops with no handle -> how often they ran (not counted)
+
+
+@dataclass(frozen=True)
+class ActivationCount:
+    """Elements output by conv and linear (matmul) ops for one sample, as fvcore counts them."""
+
+    total: int
+    by_module: Mapping[str, int]  # every module name ("" is the whole model) -> elements
+    by_operator: Mapping[str, int]  # "conv", "linear", "addmm", ... -> elements
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+@contextlib.contextmanager
+def _mode(model: nn.Module, *, training: bool) -> Iterator[None]:
+    """Put every module in training or eval mode, then give each its own mode back (a model
+    may hold a frozen, eval-mode part while it trains)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.train(training)
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+@contextlib.contextmanager
+def _fvcore_trace(model: nn.Module, input_shape: tuple[int, ...]) -> Iterator[torch.Tensor]:
+    """Eval mode and quiet warnings while fvcore traces ``model``; yields a batch-1 zero input.
+
+    fvcore analyses are lazy, so every query must run inside this block.
+    """
+    with _mode(model, training=False), warnings.catch_warnings():
+        # fvcore traces with torch.jit, which newer torch marks deprecated; not actionable here.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+        yield torch.zeros(1, *input_shape, device=_device(model))
+
+
+def _quiet(analysis: Any) -> None:
+    """Silence an fvcore analysis: ops it skips are reported through its results instead."""
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+
+
 def count_macs(
     model: nn.Module, input_shape: tuple[int, ...], *, bn: BNMode = "counted"
-) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
-    """MACs of ``model`` on one input of ``input_shape`` (C, H, W) under the module convention.
-
-    Returns (total, by module name, by operator, unsupported ops with their call counts).
-    """
+) -> MacCount:
+    """MACs of ``model`` on one input of ``input_shape`` (C, H, W) under the module convention."""
     if bn not in ("counted", "folded"):
         raise ValueError(f"bn must be 'counted' or 'folded', found {bn!r}")
-    was_training = model.training
-    model.eval()
+    with _fvcore_trace(model, input_shape) as sample:
+        from fvcore.nn import FlopCountAnalysis  # imported here: its import warns too
+
+        analysis = FlopCountAnalysis(model, sample)
+        _quiet(analysis)
+        for op, handle in _HANDLES.items():
+            analysis.set_op_handle(op, handle)
+        analysis.set_op_handle("aten::batch_norm", _per_output if bn == "counted" else _free)
+        return MacCount(
+            total=int(analysis.total()),
+            by_module={k: int(v) for k, v in analysis.by_module().items()},
+            by_operator={k: int(v) for k, v in analysis.by_operator().items()},
+            unsupported=dict(analysis.unsupported_ops()),
+        )
+
+
+def count_activations(model: nn.Module, input_shape: tuple[int, ...]) -> ActivationCount:
+    """Elements output by the conv and linear ops of ``model`` for one input of ``input_shape``.
+
+    fvcore's ``ActivationCountAnalysis`` on the eval-mode model at batch 1: every other op
+    (pooling, batch norm, activations, adds, reshapes) counts 0, so it is not reported.
+    """
+    with _fvcore_trace(model, input_shape) as sample:
+        from fvcore.nn import ActivationCountAnalysis  # imported here: its import warns too
+
+        analysis = ActivationCountAnalysis(model, sample)
+        _quiet(analysis)
+        return ActivationCount(
+            total=int(analysis.total()),
+            by_module={k: int(v) for k, v in analysis.by_module().items()},
+            by_operator={k: int(v) for k, v in analysis.by_operator().items()},
+        )
+
+
+# Batch sizes the saved-bytes slope is taken between. Not 1: batch norm refuses a single value
+# per channel in training mode, which a BN after global pooling would see at batch 1.
+_SAVED_BATCHES = (2, 3)
+
+
+@dataclass(frozen=True)
+class SavedBytes:
+    """Bytes autograd keeps for the backward pass, per sample, by top-level layer."""
+
+    total: int
+    by_layer: Mapping[str, int]  # child name -> bytes; "" for ops run outside any child
+    precision: Precision
+
+
+def _storage_key_and_bytes(tensor: torch.Tensor) -> tuple[Any, int]:
+    """What a saved tensor keeps alive: its whole storage, whichever view of it is saved."""
     try:
-        with warnings.catch_warnings():
-            # fvcore traces with torch.jit, which newer torch marks deprecated; not actionable here.
-            warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
-            from fvcore.nn import FlopCountAnalysis
+        storage = tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError):  # no plain storage (e.g. a tensor subclass)
+        return ("tensor", id(tensor)), tensor.numel() * tensor.element_size()
+    return (storage.device, storage.data_ptr()), storage.nbytes()
 
-            device = next((p.device for p in model.parameters()), torch.device("cpu"))
-            sample = torch.zeros(1, *input_shape, device=device)
-            analysis = FlopCountAnalysis(model, sample)
-            analysis.unsupported_ops_warnings(False)
-            analysis.uncalled_modules_warnings(False)
-            analysis.tracer_warnings("none")
-            for op, handle in _HANDLES.items():
-                analysis.set_op_handle(op, handle)
-            analysis.set_op_handle("aten::batch_norm", _per_output if bn == "counted" else _free)
-            total = int(analysis.total())
-            by_module = {k: int(v) for k, v in analysis.by_module().items()}
-            by_operator = {k: int(v) for k, v in analysis.by_operator().items()}
-            unsupported = dict(analysis.unsupported_ops())
+
+def _saved_by_layer(
+    model: nn.Module, sample: torch.Tensor, precision: Precision
+) -> dict[str, int]:
+    """Bytes of the distinct storages autograd saves in one forward pass, by the top-level
+    child running when each is first saved."""
+    current = [""]
+    first_saved: dict[Any, tuple[str, int]] = {}
+    # Held until the pass ends so that no saved storage is freed and its address reused by
+    # a later one (only a branch whose result is dropped could free it earlier).
+    kept: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        # Two ops often save the same storage (an in-place ReLU's output is the next conv's
+        # input); autograd keeps it once, so it is counted once, where it is first saved.
+        key, nbytes = _storage_key_and_bytes(tensor)
+        first_saved.setdefault(key, (current[0], nbytes))
+        kept.append(tensor)
+        return tensor
+
+    def enter(name: str) -> Callable[..., None]:
+        return lambda *_: current.__setitem__(0, name)
+
+    hooks = []
+    for name, child in model.named_children():
+        hooks.append(child.register_forward_pre_hook(enter(name)))
+        hooks.append(child.register_forward_hook(enter("")))
+    try:
+        with (
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+            torch.autocast(sample.device.type, dtype=torch.bfloat16,
+                           enabled=precision == "bf16"),
+        ):
+            model(sample)
     finally:
-        model.train(was_training)
-    return total, by_module, by_operator, unsupported
+        for handle in hooks:
+            handle.remove()
+        kept.clear()
+    by_layer: dict[str, int] = {}
+    for layer, nbytes in first_saved.values():
+        by_layer[layer] = by_layer.get(layer, 0) + nbytes
+    return by_layer
 
 
-def _layer_outputs(
-    model: nn.Module, input_shape: tuple[int, ...]
-) -> dict[str, tuple[tuple[int, ...], bool]]:
-    """For each top-level child, its output shape (no batch dimension) and whether the output
-    is new memory rather than a view of its input (flatten, dropout at inference), from one
-    eval-mode forward pass; the model's mode is restored."""
-    outputs: dict[str, tuple[tuple[int, ...], bool]] = {}
+def measure_saved_bytes(
+    model: nn.Module, input_shape: tuple[int, ...], *, precision: Precision = "fp32"
+) -> SavedBytes:
+    """Bytes per sample that autograd saves for the backward pass of ``model`` in training mode.
+
+    Measured with saved-tensor hooks on one forward pass (no backward) at each of two batch
+    sizes; the per-layer slope between them is the per-sample cost and drops what does not
+    scale with the batch (parameters, BN statistics). A storage saved by several ops counts
+    once, in full, in the top-level layer that saves it first; the input batch counts where
+    a layer saves it. ``precision="bf16"`` runs under bf16 autocast. The measurement runs on
+    the model's device (on CPU, dropout keeps an fp32 mask; CUDA keeps a 1-byte one).
+
+    The model is left as it was: buffers (BN running statistics) restored, mode restored,
+    and the global RNG (which dropout draws from) forked.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', found {precision!r}")
+    device = _device(model)
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    small, large = _SAVED_BATCHES
+    try:
+        with (
+            _mode(model, training=True),
+            torch.random.fork_rng(devices=[] if device.type == "cpu" else [device],
+                                  device_type=None if device.type == "cpu" else device.type),
+            torch.inference_mode(False),  # a graph must be recorded even if the caller is in
+            torch.enable_grad(),  # inference mode or no_grad
+        ):
+            at_small = _saved_by_layer(
+                model, torch.zeros(small, *input_shape, device=device), precision
+            )
+            at_large = _saved_by_layer(
+                model, torch.zeros(large, *input_shape, device=device), precision
+            )
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+    by_layer = {
+        name: (nbytes - at_small.get(name, 0)) // (large - small)
+        for name, nbytes in at_large.items()
+    }
+    by_layer = {name: nbytes for name, nbytes in by_layer.items() if nbytes}
+    return SavedBytes(total=sum(by_layer.values()), by_layer=by_layer, precision=precision)
+
+
+def _layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Each top-level child's output shape (no batch dimension), from one eval-mode forward
+    pass at batch 1; the model's mode is restored."""
+    shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     for name, child in model.named_children():
 
-        def hook(_m: nn.Module, inputs: Any, out: Any, name: str = name) -> None:
+        def hook(_m: nn.Module, _inputs: Any, out: Any, name: str = name) -> None:
             if isinstance(out, torch.Tensor):
-                source = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-                aliased = source is not None and (
-                    out.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
-                )
-                outputs[name] = (tuple(out.shape[1:]), not aliased)
+                shapes[name] = tuple(out.shape[1:])
 
         hooks.append(child.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
+        with _mode(model, training=False), torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=_device(model)))
     finally:
-        model.train(was_training)
         for handle in hooks:
             handle.remove()
-    return outputs
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -200,24 +383,27 @@ class LayerCost:
     out_shape: tuple[int, ...]
     params: int
     macs: int
-    activations: int  # new elements the layer produces for one sample (0 for views)
+    activations: int  # elements its conv/linear ops output, one sample (fvcore)
+    saved_bytes: int  # bytes autograd keeps for backward, per sample, training mode
 
 
 @dataclass(frozen=True)
 class Profile:
-    """What a network costs, before any training. ``macs`` is per sample (batch 1)."""
+    """What a network costs, before any training; every count is per sample."""
 
     input_shape: tuple[int, ...]
     bn: BNMode
     params: int
     trainable_params: int
-    macs: int
-    activations: int
+    macs: int  # batch 1, eval mode
+    activations: int  # elements output by conv/linear ops (fvcore ActivationCountAnalysis)
+    saved_bytes: int  # bytes autograd keeps for backward in training mode (see precision)
     layers: tuple[LayerCost, ...]
     by_operator: Mapping[str, int] = field(default_factory=dict)
     unsupported_ops: Mapping[str, int] = field(default_factory=dict)
     spec_name: str | None = None
     spec_hash: str | None = None
+    precision: Precision = "fp32"  # of the saved-bytes measurement
 
     @property
     def flops(self) -> int:
@@ -227,30 +413,32 @@ class Profile:
     @property
     def convention(self) -> str:
         bn = "1 MAC per element (counted)" if self.bn == "counted" else "folded into conv (0)"
-        return CONVENTION.format(bn=bn)
+        precision = "fp32" if self.precision == "fp32" else "bf16 autocast"
+        return CONVENTION.format(bn=bn, precision=precision)
 
     def to_rows(self) -> list[dict[str, Any]]:
         return [
             {
                 "layer": c.index, "block": c.block, "args": c.args,
                 "output": "x".join(map(str, c.out_shape)), "params": c.params,
-                "macs": c.macs, "activations": c.activations,
+                "macs": c.macs, "activations": c.activations, "saved_bytes": c.saved_bytes,
             }
             for c in self.layers
         ]
 
     def format_table(self) -> str:
         """The per-layer table with totals and the counting convention, as plain text."""
-        head = ["layer", "block", "args", "output", "params", "MACs", "activations"]
+        head = ["layer", "block", "args", "output", "params", "MACs", "activations",
+                "saved/sample KiB"]
         rows = [
             [str(c.index), c.block, c.args, "x".join(map(str, c.out_shape)),
-             f"{c.params:,}", f"{c.macs:,}", f"{c.activations:,}"]
+             f"{c.params:,}", f"{c.macs:,}", f"{c.activations:,}", _kib(c.saved_bytes)]
             for c in self.layers
         ]
         rows.append(["", "total", "", "", f"{self.params:,}", f"{self.macs:,}",
-                     f"{self.activations:,}"])
+                     f"{self.activations:,}", _kib(self.saved_bytes)])
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        right = {0, 4, 5, 6}
+        right = {0, 4, 5, 6, 7}
 
         def line(cells: list[str]) -> str:
             return "  ".join(
@@ -263,7 +451,8 @@ class Profile:
         totals = (
             f"params {self.params:,} ({self.params / 1e6:.3f} M)   "
             f"MACs {self.macs:,} ({self.macs / 1e6:.2f} M)   "
-            f"FLOPs {self.flops / 1e6:.2f} M   activations {self.activations:,}"
+            f"FLOPs {self.flops / 1e6:.2f} M   activations {self.activations:,}   "
+            f"saved {self.saved_bytes / 2**20:.2f} MiB/sample"
         )
         out = [title, line(head), rule, *map(line, rows[:-1]), rule, line(rows[-1]), totals,
                f"convention: {self.convention}"]
@@ -271,6 +460,10 @@ class Profile:
             ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.unsupported_ops.items()))
             out.append(f"warning: ops not counted (no handle): {ops}")
         return "\n".join(out)
+
+
+def _kib(nbytes: int) -> str:
+    return f"{nbytes / 1024:,.1f}"
 
 
 def _compact_args(args: Mapping[str, Any]) -> str:
@@ -282,11 +475,14 @@ def profile(
     input_shape: tuple[int, ...] | None = None,
     *,
     bn: BNMode = "counted",
+    precision: Precision = "fp32",
 ) -> Profile:
-    """Parameters, MACs (per sample), activations and a per-layer table.
+    """Parameters, MACs, activations and saved bytes (all per sample), by layer and in total.
 
     ``model_or_spec``: a built model, a ModelSpec or dict, a YAML path or a built-in name.
-    ``input_shape`` (C, H, W) defaults to the spec's. The model is left as it was.
+    ``input_shape`` (C, H, W) defaults to the spec's. ``precision`` is that of the
+    saved-bytes measurement (``measure_saved_bytes``). The model is left as it was: mode,
+    buffers and the global RNG state.
     """
     model, spec = _model_and_spec(model_or_spec)
     if input_shape is None:
@@ -294,12 +490,10 @@ def profile(
             raise ValueError("input_shape is required for a model not built from a spec")
         input_shape = spec.input_shape
     input_shape = tuple(input_shape)
-    total, by_module, by_operator, unsupported = count_macs(model, input_shape, bn=bn)
-    outputs = _layer_outputs(model, input_shape)
-    shapes = {name: shape for name, (shape, _new) in outputs.items()}
-    # Activations: new elements each layer produces for one sample (a memory proxy); views
-    # of the input (flatten, dropout at inference) produce none.
-    activations = {name: math.prod(shape) if new else 0 for name, (shape, new) in outputs.items()}
+    macs = count_macs(model, input_shape, bn=bn)
+    activations = count_activations(model, input_shape)
+    saved = measure_saved_bytes(model, input_shape, precision=precision)
+    shapes = _layer_shapes(model, input_shape)
     layers = []
     for index, (name, child) in enumerate(model.named_children()):
         if spec is not None and index < len(spec.layers):
@@ -311,8 +505,9 @@ def profile(
                 index=index, name=name, block=block, args=args,
                 out_shape=shapes.get(name, ()),
                 params=sum(p.numel() for p in child.parameters()),
-                macs=by_module.get(name, 0),
-                activations=activations.get(name, 0),
+                macs=macs.by_module.get(name, 0),
+                activations=activations.by_module.get(name, 0),
+                saved_bytes=saved.by_layer.get(name, 0),
             )
         )
     return Profile(
@@ -320,13 +515,15 @@ def profile(
         bn=bn,
         params=sum(p.numel() for p in model.parameters()),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        macs=total,
-        activations=sum(activations.values()),
+        macs=macs.total,
+        activations=activations.total,
+        saved_bytes=saved.total,
         layers=tuple(layers),
-        by_operator=by_operator,
-        unsupported_ops=unsupported,
+        by_operator=macs.by_operator,
+        unsupported_ops=macs.unsupported,
         spec_name=spec.name if spec is not None else type(model).__name__,
         spec_hash=spec.hash() if spec is not None else None,
+        precision=precision,
     )
 
 

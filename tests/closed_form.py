@@ -194,3 +194,136 @@ def macs(block: str, a: dict[str, Any], bn_counted: bool = False) -> int:
     if block == "global_avgpool":
         return 6 * h * w
     return 0  # max pooling, dropout, flatten
+
+
+def _se_activations(c: int, ratio: float) -> int:
+    return max(1, round(c * ratio)) + c  # the reduce and expand 1x1 convs' outputs
+
+
+def activations(block: str, a: dict[str, Any]) -> int:
+    """Elements output by conv and linear ops for one sample (fvcore's ActivationCountAnalysis):
+    pooling, batch norm, activations, adds and reshapes output none."""
+    h, w = IMAGE
+    ho, wo = out_hw(h, w, a.get("stride", 1))
+    if block in ("conv", "grouped"):
+        return a["out_channels"] * ho * wo
+    if block == "dwsep":
+        mid = a["in_channels"] * a.get("multiplier", 1)
+        total = mid * ho * wo + a["out_channels"] * ho * wo  # depthwise, then pointwise
+        if a.get("se_ratio", 0):
+            total += _se_activations(mid, a["se_ratio"])
+        return total
+    if block == "hybrid":
+        co, r = a["out_channels"], a.get("ratio", 0.5)
+        cs = round(r * co)
+        sub = {"kernel_size": a.get("kernel_size", 3), "stride": a.get("stride", 1),
+               "in_channels": a["in_channels"]}
+        return ((activations("conv", {**sub, "out_channels": cs}) if cs else 0)
+                + (activations("dwsep", {**sub, "out_channels": co - cs,
+                                         "multiplier": a.get("multiplier", 1)}) if co - cs else 0))
+    if block == "inverted_residual":
+        t = a.get("expand_ratio", 6)
+        mid = a["in_channels"] * t
+        total = mid * h * w if t != 1 else 0  # expansion at the input's resolution
+        total += mid * ho * wo + a["out_channels"] * ho * wo  # depthwise, projection
+        if a.get("se_ratio", 0):
+            total += _se_activations(mid, a["se_ratio"])
+        return total
+    if block == "linear":
+        return a["out_features"]
+    return 0  # pooling, dropout, flatten
+
+
+# -- bytes autograd saves for backward, per sample, fp32, training mode, on CPU ---------------
+# Rules, each checked against torch's saved-tensor hooks (every storage counted once, in full):
+# * conv and linear save their input (for the weight's gradient); batch norm saves its input.
+# * In-place ReLU saves its output. The other in-place activations (ReLU6 = hardtanh_,
+#   hardswish_, SiLU) need their input for the gradient, so autograd saves a *copy* of it; the
+#   overwritten storage is new again when the next op saves it. Identity saves nothing.
+# * Squeeze-excite: the pooled vector (by the reduce conv), the ReLU and sigmoid outputs, the
+#   gated tensor x (by the multiply) and the product (by the next conv). Adds, cat and the
+#   global mean save nothing that scales with the batch.
+# * A block fed a tensor that needs no gradient, with no parameters, records nothing: pools,
+#   dropout and flatten save 0 on their own (see tests/test_costs.py for them inside a net).
+
+F32 = 4  # bytes
+
+
+def _act_saves(activation: str) -> int:
+    """Elements an activation saves per output element: all but identity keep one copy."""
+    return 0 if activation == "identity" else 1
+
+
+def _output_is_saved(activation: str) -> bool:
+    """Whether the activation's output storage is already saved (only in-place ReLU saves
+    it), so the next op saving it as its input adds nothing."""
+    return activation == "relu"
+
+
+def saved_bytes(block: str, a: dict[str, Any]) -> int:
+    """Bytes saved for backward per sample, fp32, with the block's input needing no gradient."""
+    h, w = IMAGE
+    ho, wo = out_hw(h, w, a.get("stride", 1))
+    bn = a.get("bn", True)
+    if block in ("conv", "grouped"):
+        act = a.get("activation", "relu")
+        co = a["out_channels"]
+        total = a["in_channels"] * h * w  # conv input
+        total += (co * ho * wo if bn else 0) + _act_saves(act) * co * ho * wo
+        return F32 * total
+    if block == "dwsep":
+        act = a.get("activation", "relu")
+        ci, co = a["in_channels"], a["out_channels"]
+        mid = ci * a.get("multiplier", 1)
+        total = ci * h * w  # depthwise conv input
+        total += (mid * ho * wo if bn else 0) + _act_saves(act) * mid * ho * wo
+        if a.get("se_ratio", 0):
+            total += _se_saved(mid, a["se_ratio"], ho * wo, act)  # includes pointwise input
+        elif not _output_is_saved(act):
+            total += mid * ho * wo  # pointwise conv input
+        total += (co * ho * wo if bn else 0) + _act_saves(act) * co * ho * wo
+        return F32 * total
+    if block == "hybrid":
+        co, r = a["out_channels"], a.get("ratio", 0.5)
+        cs = round(r * co)
+        sub = {"kernel_size": a.get("kernel_size", 3), "stride": a.get("stride", 1),
+               "in_channels": a["in_channels"]}
+        total = 0
+        if cs:
+            total += saved_bytes("conv", {**sub, "out_channels": cs})
+        if co - cs:
+            total += saved_bytes("dwsep", {**sub, "out_channels": co - cs,
+                                           "multiplier": a.get("multiplier", 1)})
+        if cs and co - cs:
+            total -= F32 * a["in_channels"] * h * w  # both paths save the same input
+        return total
+    if block == "inverted_residual":
+        act = a.get("activation", "relu6")
+        ci, co, t = a["in_channels"], a["out_channels"], a.get("expand_ratio", 6)
+        mid = ci * t
+        total = ci * h * w  # input of the first conv (expansion, or depthwise when t == 1)
+        if t != 1:
+            total += mid * h * w + _act_saves(act) * mid * h * w  # expansion's BN and act
+            if not _output_is_saved(act):
+                total += mid * h * w  # depthwise conv input
+        total += mid * ho * wo + _act_saves(act) * mid * ho * wo  # depthwise's BN and act
+        if a.get("se_ratio", 0):
+            total += _se_saved(mid, a["se_ratio"], ho * wo, act)
+        elif not _output_is_saved(act):
+            total += mid * ho * wo  # projection input
+        total += co * ho * wo  # projection's BN; no activation after it (linear bottleneck)
+        return F32 * total
+    if block == "linear":
+        return F32 * (a["in_features"] + _act_saves(a.get("activation", "identity"))
+                      * a["out_features"])
+    return 0
+
+
+def _se_saved(c: int, ratio: float, hw: int, activation: str) -> int:
+    """Elements squeeze-excite saves on a c x hw input that ``activation`` produced, including
+    its output, which the next conv saves."""
+    s = max(1, round(c * ratio))
+    total = c + s + c  # pooled input of reduce, its ReLU's output, the sigmoid's output
+    if not _output_is_saved(activation):
+        total += c * hw  # the gated tensor, saved by the multiply
+    return total + c * hw  # the product, saved by the conv after it

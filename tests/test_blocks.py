@@ -1,4 +1,5 @@
-"""Every registered block: shapes, gradients, parameter and MAC counts against closed forms."""
+"""Every registered block: shapes, gradients, parameter, MAC, activation and saved-byte counts
+against closed forms."""
 
 from __future__ import annotations
 
@@ -6,11 +7,19 @@ from typing import Any
 
 import pytest
 import torch
-from closed_form import BLOCK_CASES, input_shape, macs, output_shape, params
+from closed_form import (
+    BLOCK_CASES,
+    activations,
+    input_shape,
+    macs,
+    output_shape,
+    params,
+    saved_bytes,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from dwsearch import get_block, list_blocks
-from dwsearch.costs import count_macs
+from dwsearch.costs import count_activations, count_macs, measure_saved_bytes
 
 CASES = [
     pytest.param(name, args, id=f"{name}-{i}")
@@ -59,11 +68,23 @@ def test_macs_match_closed_form_with_no_unsupported_ops(
     name: str, args: dict[str, Any], bn_counted: bool
 ) -> None:
     block = _build(name, args)
-    total, _, _, unsupported = count_macs(
-        block, input_shape(name, args), bn="counted" if bn_counted else "folded"
-    )
-    assert not unsupported, f"{name} leaves ops uncounted: {unsupported}"
-    assert total == macs(name, args, bn_counted)
+    result = count_macs(block, input_shape(name, args), bn="counted" if bn_counted else "folded")
+    assert not result.unsupported, f"{name} leaves ops uncounted: {result.unsupported}"
+    assert result.total == macs(name, args, bn_counted)
+
+
+@pytest.mark.parametrize(("name", "args"), CASES)
+def test_activations_match_closed_form(name: str, args: dict[str, Any]) -> None:
+    result = count_activations(_build(name, args), input_shape(name, args))
+    assert result.total == activations(name, args)
+    assert result.by_module[""] == result.total
+
+
+@pytest.mark.parametrize(("name", "args"), CASES)
+def test_saved_bytes_match_closed_form(name: str, args: dict[str, Any]) -> None:
+    block = _build(name, args)
+    result = measure_saved_bytes(block, input_shape(name, args))
+    assert result.total == saved_bytes(name, args)
 
 
 @pytest.mark.parametrize(("name", "args"), CASES)
@@ -73,7 +94,7 @@ def test_conv_and_linear_macs_agree_with_torch_flop_counter(
     """torch's FlopCounterMode counts 2 FLOPs per multiply-add of convs and matmuls only."""
     block = _build(name, args).eval()
     shape = input_shape(name, args)
-    _, _, by_operator, _ = count_macs(block, shape, bn="folded")
+    by_operator = count_macs(block, shape, bn="folded").by_operator
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         block(torch.zeros(1, *shape))

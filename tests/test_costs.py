@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dwsearch import build_model, measure_latency, profile
+from dwsearch import build_model, get_block, measure_latency, profile
+from dwsearch.costs import measure_saved_bytes
 
 # The seed's layers as (in, out, spatial size the conv runs at, has BN, kind).
 SEED_CONVS = [(3, 32, 32, True), (32, 64, 32, True), (64, 128, 32, True), (128, 128, 32, False),
@@ -78,13 +79,82 @@ def test_seed_ratios_the_readme_reports() -> None:
     assert cnn.macs / dw.macs < 1.5
 
 
-def test_activations_count_new_layer_outputs_only() -> None:
-    result = profile("seed_cnn")
-    assert result.layers[0].activations == 32 * 32 * 32
-    assert result.layers[4].activations == 128 * 16 * 16  # max pooling makes a new tensor
-    assert result.layers[5].activations == 0  # dropout at inference returns its input
-    assert result.layers[9].activations == 0  # flatten is a view
+@pytest.mark.parametrize(("name", "depthwise"), [("seed_cnn", False), ("seed_dwsep", True)])
+def test_activations_count_conv_and_linear_outputs(name: str, depthwise: bool) -> None:
+    """fvcore's convention: conv_dw outputs its depthwise and its pointwise map; pooling,
+    dropout and flatten output no conv/linear elements."""
+    expected = 0
+    for i, (ci, co, hw, _bn) in enumerate(SEED_CONVS):
+        expected += hw * hw * (ci + co if depthwise and i in DWSEP_AT else co)
+    expected += sum(fo for _fi, fo in SEED_FCS)
+    result = profile(name)
+    assert result.activations == expected  # 493,066 and 627,210
+    assert result.layers[0].activations == 32 * 32 * (3 + 32 if depthwise else 32)
+    assert all(result.layers[i].activations == 0 for i in (4, 5, 8, 9, 12))
     assert result.activations == sum(layer.activations for layer in result.layers)
+
+
+F32, I64 = 4, 8  # bytes per element
+
+
+def hand_saved(depthwise: bool) -> list[int]:
+    """Bytes per sample autograd saves in each seed layer (fp32, CPU), by the rules in
+    tests/closed_form.py. Inside the net a layer's input is mostly the previous layer's
+    in-place ReLU output, saved there already, so it is not counted again."""
+    convs = []
+    for i, (ci, co, hw, bn) in enumerate(SEED_CONVS):
+        area = hw * hw
+        # Only the first conv and the one after channel dropout see an input no layer saved.
+        new_input = ci * area if i in (0, 4) else 0
+        if depthwise and i in DWSEP_AT:
+            # depthwise output (BN's input), its ReLU output, pointwise output, its ReLU output
+            convs.append(F32 * (new_input + 2 * ci * area + 2 * co * area))
+        else:
+            convs.append(F32 * (new_input + (co * area if bn else 0) + co * area))
+    pool1 = I64 * 128 * 16 * 16  # max pooling's indices; its input is the ReLU output above
+    channel_mask = F32 * 128  # dropout2d on CPU: input * a float mask per channel
+    pool2 = I64 * 256 * 8 * 8
+    fc1 = F32 * (16384 + 1024)  # the flattened pooled map, the ReLU output
+    fc2 = F32 * 512  # the ReLU output
+    mask = F32 * 512  # dropout on CPU: input * a float mask per element
+    fc3 = F32 * 512  # the dropout's output
+    return [*convs[:4], pool1, channel_mask, convs[4], convs[5], pool2, 0, fc1, fc2, mask, fc3]
+
+
+@pytest.mark.parametrize(("name", "depthwise"), [("seed_cnn", False), ("seed_dwsep", True)])
+def test_saved_bytes_per_layer_match_hand_count(name: str, depthwise: bool) -> None:
+    result = profile(name)
+    assert [layer.saved_bytes for layer in result.layers] == hand_saved(depthwise)
+    assert result.saved_bytes == sum(layer.saved_bytes for layer in result.layers)
+
+
+def test_dwsep_saves_more_for_backward_than_conv() -> None:
+    """Why seed_dwsep needs more training memory: each conv_dw keeps its depthwise stage's BN
+    input and ReLU output (C_in x H x W each) besides what the standard conv keeps."""
+    cnn, dw = profile("seed_cnn"), profile("seed_dwsep")
+    extra = sum(F32 * 2 * ci * hw * hw
+                for i, (ci, _co, hw, _bn) in enumerate(SEED_CONVS) if i in DWSEP_AT)
+    assert dw.saved_bytes - cnn.saved_bytes == extra  # 1,073,152 bytes per sample
+    assert dw.saved_bytes > cnn.saved_bytes
+
+
+def test_bf16_autocast_halves_a_conv_block() -> None:
+    """Under bf16 autocast the conv saves its input cast to bf16, and BN and ReLU run in bf16."""
+    block = get_block("conv")(in_channels=3, out_channels=8)
+    fp32 = measure_saved_bytes(block, (3, 9, 9))
+    bf16 = measure_saved_bytes(block, (3, 9, 9), precision="bf16")
+    assert fp32.total == F32 * (3 * 81 + 2 * 8 * 81)
+    assert bf16.total * 2 == fp32.total and bf16.precision == "bf16"
+    assert "bf16" in profile("seed_cnn", precision="bf16").convention
+
+
+def test_saved_bytes_are_measured_under_no_grad_and_inference_mode() -> None:
+    model = build_model("seed_cnn")
+    expected = measure_saved_bytes(model, (3, 32, 32)).total
+    with torch.no_grad():
+        assert measure_saved_bytes(model, (3, 32, 32)).total == expected
+    with torch.inference_mode():
+        assert measure_saved_bytes(model, (3, 32, 32)).total == expected
 
 
 def test_profile_leaves_model_mode_alone() -> None:
@@ -93,10 +163,28 @@ def test_profile_leaves_model_mode_alone() -> None:
     assert model.training
 
 
+def test_profile_leaves_model_and_rng_unchanged() -> None:
+    """Profiling runs before training: BN statistics, each module's mode (a frozen part
+    included), weights and the RNG stream that dropout draws from must be as they were."""
+    model = build_model("seed_dwsep").train()
+    model[1].eval()  # a frozen block inside a training model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    rng = torch.get_rng_state()
+    profile(model)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert [m.training for m in model.modules()] == modes
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_table_states_the_convention() -> None:
     text = profile("seed_dwsep", bn="folded").format_table()
     assert "FLOPs = 2 x MACs" in text and "folded" in text
     assert "18,092,395" in text.splitlines()[-3]
+    assert "saved/sample KiB" in text.splitlines()[1]
+    assert "fvcore ActivationCountAnalysis" in text and "fp32" in text
 
 
 def test_profile_of_a_plain_module_needs_an_input_shape() -> None:
