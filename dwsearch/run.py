@@ -160,7 +160,7 @@ def train_spec(
         macs=costs.macs,
         bn=costs.bn,
         activations=costs.activations,
-        saved_bytes=getattr(costs, "saved_bytes", None),
+        saved_bytes=costs.saved_bytes,
         layers=tuple(costs.to_rows()),
         status=result.status,
         message=result.message,

@@ -50,6 +50,12 @@ class DwsearchGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            # The reader went away (``dwsearch profile ... | head``): stop quietly, as other
+            # command-line tools do; point stdout at /dev/null so the exit flush cannot fail.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_ERROR)
         except DwsearchError as err:
             if os.environ.get("DWSEARCH_DEBUG"):
                 raise

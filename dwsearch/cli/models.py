@@ -76,7 +76,8 @@ def profile_cmd(
     channels_last: bool,
     fmt: str,
 ) -> None:
-    """Per-layer parameters, MACs and activations of SPEC, and totals."""
+    """Per-layer parameters, MACs, activations and bytes saved for backward of SPEC, and
+    totals."""
     from dwsearch.builder import build_model
     from dwsearch.costs import measure_latency, profile
 
@@ -103,6 +104,7 @@ def profile_cmd(
         payload: dict[str, Any] = {
             "spec": model_spec.name, "hash": result.spec_hash, "params": result.params,
             "macs": result.macs, "flops": result.flops, "activations": result.activations,
+            "saved_bytes": result.saved_bytes, "saved_precision": result.precision,
             "bn": result.bn, "convention": result.convention, "layers": result.to_rows(),
         }
         if timing is not None:
