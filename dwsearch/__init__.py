@@ -24,24 +24,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Network": "dwsearch.builder",
-    "build_model": "dwsearch.builder",
-    "infer_shapes": "dwsearch.builder",
-    "LatencyResult": "dwsearch.costs",
-    "Profile": "dwsearch.costs",
-    "measure_latency": "dwsearch.costs",
-    "profile": "dwsearch.costs",
-    "DwsearchError": "dwsearch.errors",
-    "SpecError": "dwsearch.errors",
-    "RunRecord": "dwsearch.records",
-    "get_block": "dwsearch.registry",
-    "list_blocks": "dwsearch.registry",
-    "register_alias": "dwsearch.registry",
-    "register_block": "dwsearch.registry",
-    "train_spec": "dwsearch.run",
-    "LayerSpec": "dwsearch.spec",
-    "ModelSpec": "dwsearch.spec",
-    "load_spec": "dwsearch.zoo",
+    "dwsearch.builder": ("Network", "build_model", "infer_shapes"),
+    "dwsearch.costs": ("LatencyResult", "Profile", "measure_latency", "profile"),
+    "dwsearch.errors": ("DwsearchError", "SpecError"),
+    "dwsearch.records": ("RunRecord",),
+    "dwsearch.registry": ("get_block", "list_blocks", "register_alias", "register_block"),
+    "dwsearch.run": ("train_spec",),
+    "dwsearch.spec": ("LayerSpec", "ModelSpec"),
+    "dwsearch.zoo": ("load_spec",),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

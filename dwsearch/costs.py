@@ -136,12 +136,21 @@ _HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {
 
 def _model_and_spec(
     model_or_spec: nn.Module | ModelSpec | Mapping[str, Any] | str | Path,
-) -> tuple[nn.Module, ModelSpec | None]:
+    input_shape: tuple[int, ...] | None,
+) -> tuple[nn.Module, ModelSpec | None, tuple[int, ...]]:
+    """The model, its spec (None for a plain module) and the input shape (C, H, W): the one
+    given, else the spec's."""
     if isinstance(model_or_spec, nn.Module):
+        model = model_or_spec
         spec = model_or_spec.spec if isinstance(model_or_spec, Network) else None
-        return model_or_spec, spec
-    spec = load_spec(model_or_spec)
-    return build_model(spec), spec
+    else:
+        spec = load_spec(model_or_spec)
+        model = build_model(spec)
+    if input_shape is None:
+        if spec is None:
+            raise ValueError("input_shape is required for a model not built from a spec")
+        input_shape = spec.input_shape
+    return model, spec, tuple(input_shape)
 
 
 @dataclass(frozen=True)
@@ -484,12 +493,7 @@ def profile(
     saved-bytes measurement (``measure_saved_bytes``). The model is left as it was: mode,
     buffers and the global RNG state.
     """
-    model, spec = _model_and_spec(model_or_spec)
-    if input_shape is None:
-        if spec is None:
-            raise ValueError("input_shape is required for a model not built from a spec")
-        input_shape = spec.input_shape
-    input_shape = tuple(input_shape)
+    model, spec, input_shape = _model_and_spec(model_or_spec, input_shape)
     macs = count_macs(model, input_shape, bn=bn)
     activations = count_activations(model, input_shape)
     saved = measure_saved_bytes(model, input_shape, precision=precision)
@@ -586,11 +590,7 @@ def measure_latency(
     """
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError("batch_size and repeats must be >= 1 and warmup >= 0")
-    model, spec = _model_and_spec(model_or_spec)
-    if input_shape is None:
-        if spec is None:
-            raise ValueError("input_shape is required for a model not built from a spec")
-        input_shape = spec.input_shape
+    model, _spec, input_shape = _model_and_spec(model_or_spec, input_shape)
     dev = resolve_device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = copy.deepcopy(model).to(dev).to(memory_format=memory_format).eval()

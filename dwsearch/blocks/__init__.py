@@ -3,7 +3,7 @@ which imports each class on first use; importing this package is not needed to u
 
 from __future__ import annotations
 
-from dwsearch.blocks.common import SqueezeExcite, make_activation
+from dwsearch.blocks.common import ConvNormAct, SqueezeExcite, make_activation
 from dwsearch.blocks.depthwise import DepthwiseSeparable, HybridConv
 from dwsearch.blocks.inverted import InvertedResidual
 from dwsearch.blocks.layers import (
@@ -20,6 +20,7 @@ from dwsearch.blocks.standard import ConvBlock, GroupedConvBlock
 __all__ = [
     "AvgPool",
     "ConvBlock",
+    "ConvNormAct",
     "DepthwiseSeparable",
     "Dropout",
     "Dropout2d",

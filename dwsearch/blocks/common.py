@@ -1,11 +1,19 @@
-"""Pieces the block families share: activation lookup by name, argument checks, squeeze-excite."""
+"""Pieces the block families share: activation lookup by name, argument checks, the
+conv-norm-activation unit every convolutional block is built from, and squeeze-excite."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "SqueezeExcite", "check_kernel_size", "check_positive", "make_activation"]
+__all__ = [
+    "ACTIVATIONS",
+    "ConvNormAct",
+    "SqueezeExcite",
+    "check_kernel_size",
+    "check_positive",
+    "make_activation",
+]
 
 # Name -> factory. In-place where the input is never reused, as torchvision does.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -90,3 +98,52 @@ def make_se(channels: int, se_ratio: float) -> nn.Module:
     if se_ratio < 0:
         raise ValueError(f"se_ratio must be >= 0 (0 disables squeeze-excite), found {se_ratio}")
     return SqueezeExcite(channels, se_ratio) if se_ratio > 0 else nn.Identity()
+
+
+class ConvNormAct(nn.Module):
+    """k x k conv (same padding, ``groups``) -> BatchNorm (optional) -> activation.
+
+    The one unit every convolutional block is assembled from (as torchvision's
+    ``Conv2dNormActivation``). ``bias`` defaults to ``not bn``: a bias before batch norm is
+    cancelled by its mean subtraction.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        bn: bool = True,
+        activation: str = "relu",
+        bias: bool | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels, out_channels=out_channels, stride=stride, groups=groups
+        )
+        padding = check_kernel_size(kernel_size)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"groups={groups} must divide in_channels={in_channels} and "
+                f"out_channels={out_channels}"
+            )
+        use_bias = (not bn) if bias is None else bool(bias)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=use_bias
+        )
+        self.bn = nn.BatchNorm2d(out_channels) if bn else nn.Identity()
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        x = self.bn(x)
+        x = self.act(x)
+        return x
+
+
+def check_multiplier(name: str, value: int) -> None:
+    """Channel multipliers (``multiplier``, ``expand_ratio``) are positive integers."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, found {value!r}")

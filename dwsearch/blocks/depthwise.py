@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from dwsearch.blocks.common import (
-    check_kernel_size,
+    ConvNormAct,
+    check_multiplier,
     check_positive,
     check_skip,
-    make_activation,
     make_se,
 )
 from dwsearch.blocks.standard import ConvBlock
@@ -37,39 +37,23 @@ class DepthwiseSeparable(nn.Module):
         skip: bool = False,
     ) -> None:
         super().__init__()
-        check_positive(
-            in_channels=in_channels, out_channels=out_channels, stride=stride, multiplier=multiplier
-        )
-        if not isinstance(multiplier, int) or isinstance(multiplier, bool):
-            raise ValueError(f"multiplier must be a positive integer, found {multiplier!r}")
-        padding = check_kernel_size(kernel_size)
+        check_multiplier("multiplier", multiplier)
+        check_positive(in_channels=in_channels)
         mid_channels = in_channels * multiplier
         self.has_skip = check_skip(
             skip, possible=stride == 1 and in_channels == out_channels, default=False
         )
-        self.conv_dw = nn.Conv2d(
-            in_channels, mid_channels, kernel_size, stride, padding, groups=in_channels,
-            bias=not bn,
-        )
-        self.bn1 = nn.BatchNorm2d(mid_channels) if bn else nn.Identity()
-        self.act1 = make_activation(activation)
+        self.dw = ConvNormAct(in_channels, mid_channels, kernel_size, stride,
+                              groups=in_channels, bn=bn, activation=activation)
         self.se = make_se(mid_channels, se_ratio)
-        self.conv_pw = nn.Conv2d(mid_channels, out_channels, 1, bias=not bn)
-        self.bn2 = nn.BatchNorm2d(out_channels) if bn else nn.Identity()
-        self.act2 = make_activation(activation)
+        self.pw = ConvNormAct(mid_channels, out_channels, 1, bn=bn, activation=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        x = self.conv_dw(x)
-        x = self.bn1(x)
-        x = self.act1(x)
+        x = self.dw(x)
         x = self.se(x)
-        x = self.conv_pw(x)
-        x = self.bn2(x)
-        x = self.act2(x)
-        if self.has_skip:
-            x = x + shortcut
-        return x
+        x = self.pw(x)
+        return x + shortcut if self.has_skip else x
 
 
 class HybridConv(nn.Module):

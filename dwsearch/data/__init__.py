@@ -40,25 +40,25 @@ if TYPE_CHECKING:
     from dwsearch.errors import DataError
 
 _EXPORTS = {
-    "CIFAR10_CLASSES": "dwsearch.data.cifar10",
-    "load_cifar10": "dwsearch.data.cifar10",
-    "DataConfig": "dwsearch.data.config",
-    "IMAGE_EXTENSIONS": "dwsearch.data.imagefolder",
-    "load_imagefolder": "dwsearch.data.imagefolder",
-    "DATASET_NAMES": "dwsearch.data.load",
-    "load_dataset": "dwsearch.data.load",
-    "BatchLoader": "dwsearch.data.loader",
-    "CIFAR10_MD5": "dwsearch.data.paths",
-    "CIFAR10_URL": "dwsearch.data.paths",
-    "cache_dir": "dwsearch.data.paths",
-    "download_cifar10": "dwsearch.data.paths",
-    "resolve_data_dir": "dwsearch.data.paths",
-    "DataSplits": "dwsearch.data.tensors",
-    "ImageTensors": "dwsearch.data.tensors",
-    "LoadInfo": "dwsearch.data.tensors",
-    "stratified_split": "dwsearch.data.tensors",
-    "stratified_subset": "dwsearch.data.tensors",
-    "DataError": "dwsearch.errors",
+    "dwsearch.data.cifar10": ("CIFAR10_CLASSES", "load_cifar10"),
+    "dwsearch.data.config": ("DataConfig",),
+    "dwsearch.data.imagefolder": ("IMAGE_EXTENSIONS", "load_imagefolder"),
+    "dwsearch.data.load": ("DATASET_NAMES", "load_dataset"),
+    "dwsearch.data.loader": ("BatchLoader",),
+    "dwsearch.data.paths": (
+        "CIFAR10_MD5",
+        "CIFAR10_URL",
+        "cache_dir",
+        "download_cifar10",
+        "resolve_data_dir",
+    ),
+    "dwsearch.data.tensors": (
+        "DataSplits",
+        "ImageTensors",
+        "LoadInfo",
+        "stratified_split",
+        "stratified_subset",
+    ),
+    "dwsearch.errors": ("DataError",),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -26,21 +26,20 @@ if TYPE_CHECKING:
     from dwsearch.train.optim import make_optimizer, make_scheduler
 
 _EXPORTS = {
-    "CheckpointError": "dwsearch.errors",
-    "EpochMetrics": "dwsearch.records",
-    "CHECKPOINT_FORMAT_VERSION": "dwsearch.train.checkpoint",
-    "load_checkpoint": "dwsearch.train.checkpoint",
-    "TrainConfig": "dwsearch.train.config",
-    "FINITE_CHECK_EVERY": "dwsearch.train.loop",
-    "Batches": "dwsearch.train.loop",
-    "Callback": "dwsearch.train.loop",
-    "Status": "dwsearch.train.loop",
-    "StopTraining": "dwsearch.train.loop",
-    "TrainResult": "dwsearch.train.loop",
-    "evaluate": "dwsearch.train.loop",
-    "fit": "dwsearch.train.loop",
-    "make_optimizer": "dwsearch.train.optim",
-    "make_scheduler": "dwsearch.train.optim",
+    "dwsearch.errors": ("CheckpointError",),
+    "dwsearch.records": ("EpochMetrics",),
+    "dwsearch.train.checkpoint": ("CHECKPOINT_FORMAT_VERSION", "load_checkpoint"),
+    "dwsearch.train.config": ("TrainConfig",),
+    "dwsearch.train.loop": (
+        "FINITE_CHECK_EVERY",
+        "Batches",
+        "Callback",
+        "Status",
+        "StopTraining",
+        "TrainResult",
+        "evaluate",
+        "fit",
+    ),
+    "dwsearch.train.optim": ("make_optimizer", "make_scheduler"),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from dwsearch.train.config import TrainConfig
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "SpecLike",
+    "TrainingState",
     "checkpoint_state",
     "load_checkpoint",
         "plain_spec",
@@ -124,12 +125,19 @@ def _check_resumable(path: Path, saved: Mapping[str, Any], config: TrainConfig) 
         )
 
 
+@dataclass
+class TrainingState:
+    """The objects a checkpoint saves and a resume restores, besides the metrics."""
+
+    model: nn.Module  # the plain module (not a torch.compile wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
 def checkpoint_state(
+    parts: TrainingState,
     *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
     config: TrainConfig,
     spec: dict[str, Any] | None,
     steps_per_epoch: int,
@@ -141,10 +149,10 @@ def checkpoint_state(
     return {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "spec": spec,
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
+        "model": unwrap(parts.model).state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict(),
         "config": asdict(config),
         "epoch": len(history),
         "steps_per_epoch": steps_per_epoch,
@@ -161,10 +169,7 @@ def checkpoint_state(
 
 def restore(
     path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
+    parts: TrainingState,
     config: TrainConfig,
     spec: dict[str, Any] | None,
     steps_per_epoch: int,
@@ -187,27 +192,27 @@ def restore(
             f"per epoch, the checkpoint was written with {state['steps_per_epoch']}"
         )
     try:
-        unwrap(model).load_state_dict(state["model"])
+        unwrap(parts.model).load_state_dict(state["model"])
     except RuntimeError as err:
         first = (str(err).strip().splitlines() or [""])[0]
         raise CheckpointError(
             f"cannot resume from {path}: weights do not fit the model: {first}"
         ) from err
-    optimizer.load_state_dict(state["optimizer"])
+    parts.optimizer.load_state_dict(state["optimizer"])
     saved_sched = state["scheduler"]
     if state["config"]["epochs"] == config.epochs:
-        scheduler.load_state_dict(saved_sched)
+        parts.scheduler.load_state_dict(saved_sched)
     else:
         # More epochs than planned: keep this run's plan (its total steps), take only the
         # position from the checkpoint. The rest of the schedule is re-planned over the new
         # length, so the lr jumps for cosine/onecycle; constant is unaffected.
-        fresh = scheduler.state_dict()
+        fresh = parts.scheduler.state_dict()
         for key in ("last_epoch", "_step_count", "_last_lr"):
             if key in saved_sched:
                 fresh[key] = saved_sched[key]
-        scheduler.load_state_dict(fresh)
-    if state["scaler"] and scaler.is_enabled():
-        scaler.load_state_dict(state["scaler"])
+        parts.scheduler.load_state_dict(fresh)
+    if state["scaler"] and parts.scaler.is_enabled():
+        parts.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"]["torch"])
     cuda_states = state["rng"].get("cuda") or []
     if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():

@@ -30,6 +30,7 @@ from dwsearch.records import EpochMetrics
 from dwsearch.runtime import AMP_DTYPES, resolve_device, resolve_precision, torch_threads
 from dwsearch.train.checkpoint import (
     SpecLike,
+    TrainingState,
     checkpoint_state,
     plain_spec,
     restore,
@@ -369,11 +370,10 @@ def _fit(
     scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch)
     # A disabled scaler passes calls straight through, so the loop has no precision branches.
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    parts = TrainingState(model, optimizer, scheduler, scaler)
     history: list[EpochMetrics] = []
     if resume and ckpt_path is not None and ckpt_path.exists():
-        history = restore(
-            ckpt_path, model, optimizer, scheduler, scaler, config, spec_data, steps_per_epoch
-        )
+        history = restore(ckpt_path, parts, config, spec_data, steps_per_epoch)
 
     run = _Run(
         model=torch.compile(model) if config.compile else model,  # type: ignore[arg-type]
@@ -397,8 +397,7 @@ def _fit(
             history.append(metrics)
             if ckpt_path is not None:
                 state = checkpoint_state(
-                    model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                    config=config, spec=spec_data, steps_per_epoch=steps_per_epoch,
+                    parts, config=config, spec=spec_data, steps_per_epoch=steps_per_epoch,
                     history=history, device=device, precision=precision,
                 )
                 save_checkpoint(ckpt_path, state)
