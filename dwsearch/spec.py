@@ -2,8 +2,8 @@
 
 A spec knows nothing of torch: it is parsed from YAML or dicts, validated for shape of the
 data (not of the network; that is the builder's job), round-trips unchanged and hashes stably.
-This module imports nothing of dwsearch but its error types; :meth:`ModelSpec.hash` asks the
-registry for the blocks' defaults when it is called.
+This module imports nothing of dwsearch but its error types and safe YAML reader;
+:meth:`ModelSpec.hash` asks the registry for the blocks' defaults when it is called.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from dwsearch.errors import SpecError
+from dwsearch.yamlio import load_yaml
 
 __all__ = ["LayerSpec", "ModelSpec", "SpecError"]
 
@@ -140,14 +141,9 @@ class ModelSpec:
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "<yaml>") -> ModelSpec:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{source}:{mark.line + 1}" if mark is not None else source
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise SpecError(f"{where}: invalid YAML: {problem}") from None
-        return cls.from_dict(data, source=source)
+        """Parse YAML text (duplicate keys, deep nesting and alias bombs refused, see
+        :mod:`dwsearch.yamlio`); errors name ``source`` and the line."""
+        return cls.from_dict(load_yaml(text, source, SpecError), source=source)
 
     # -- output --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
