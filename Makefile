@@ -20,7 +20,24 @@ SUBSET ?= 5000
 EPOCHS ?= 2
 TRAIN_ARGS ?=
 
-.PHONY: setup run bench test lint typecheck clean
+.PHONY: setup system-deps run bench test lint typecheck clean
+
+# Real components the tests use: PostgreSQL (many workers on one study) and Chromium (the HTML
+# report in a headless browser), from Debian's packages. Skipped where already installed;
+# needs root (CI runs as root); otherwise it says what to install, and the tests that need
+# them skip (under CI, where CI is set, they fail instead).
+DEBIAN_PACKAGES := postgresql chromium
+system-deps:
+	@missing=""; \
+	command -v pg_ctlcluster >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "system-deps: not root; install for the full test suite (Debian):$$missing"; \
+	  fi; \
+	fi
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +54,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: lint typecheck
+test: system-deps lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 run: setup

@@ -1,0 +1,534 @@
+"""Study files (``studies/*.yaml``): one schema, validated before anything runs.
+
+The schema is a pydantic model, strict (a boolean is ``true``/``false``, an integer is not
+``1.5`` or ``"1"``, numbers are finite) and closed (an unknown key is an error with a
+did-you-mean). ``dwsearch schema`` prints it as JSON Schema for editor completion. The
+``data`` and ``train`` sections are generated from :class:`~dwsearch.data.DataConfig` and
+:class:`~dwsearch.train.TrainConfig`, so their defaults and choices are written once.
+
+Every error names the file, the key path, the value found and what is allowed, in one line.
+This module imports neither torch nor optuna; what needs them (building the base spec,
+applying the space) happens in :mod:`dwsearch.study.space`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+
+from dwsearch.data.config import DataConfig
+from dwsearch.errors import ConfigError, StudyError
+from dwsearch.train.config import TrainConfig
+from dwsearch.yamlio import load_yaml
+
+__all__ = [
+    "STUDY_FORMAT",
+    "Constraint",
+    "Objective",
+    "StudyConfig",
+    "json_schema",
+    "load_study_config",
+    "parse_study_config",
+]
+
+# Version of the study file format. Older files are upgraded on load (see _upgrade); a file
+# written for a newer dwsearch is refused with its version.
+STUDY_FORMAT = 1
+
+METRIC_DIRECTIONS: Mapping[str, str] = {
+    "val_accuracy": "maximize",  # final validation accuracy (the search never sees the test set)
+    "best_val_accuracy": "maximize",
+    "params": "minimize",
+    "macs": "minimize",
+    "activations": "minimize",
+    "saved_bytes": "minimize",
+    "latency": "minimize",  # median batch-1 forward latency on the worker's device, ms
+}
+CONSTRAINT_METRICS = ("params", "macs", "activations", "saved_bytes", "latency")
+_SUFFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _section(cls: type, exclude: tuple[str, ...], name: str) -> type[BaseModel]:
+    """A strict pydantic model with the fields of the config dataclass ``cls``: same names,
+    types, defaults and help (as descriptions)."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in exclude:
+            fields[f.name] = (hints[f.name], Field(default=f.default,
+                                                   description=f.metadata.get("help")))
+    model: type[BaseModel] = create_model(name, __config__=_STRICT, **fields)
+    model.__doc__ = cls.__doc__
+    return model
+
+
+# Seeds come from the study (seed, repeats, seeds); downloads are decided by the worker.
+DataSection = _section(DataConfig, ("seed", "download"), "DataSection")
+TrainSection = _section(TrainConfig, ("seed",), "TrainSection")
+
+
+Value = bool | int | float | str
+
+
+class Choices(BaseModel):
+    """A categorical dimension: one of ``choices``."""
+
+    model_config = _STRICT
+    choices: list[Value] = Field(min_length=1)
+    per_layer: bool = Field(False, description="One choice per layer instead of one per group.")
+    when: dict[str, Value] = Field(
+        default_factory=dict, description="Apply only to layers whose arguments equal these.")
+
+
+class Range(BaseModel):
+    """A numeric dimension: integers when low, high (and step) are integers, else floats."""
+
+    model_config = _STRICT
+    low: int | float
+    high: int | float
+    log: bool = False
+    step: int | float | None = None
+    per_layer: bool = False
+    when: dict[str, Value] = Field(default_factory=dict)
+
+    @field_validator("high")
+    @classmethod
+    def _ordered(cls, high: float, info: Any) -> float:
+        low = info.data.get("low")
+        if low is not None and high < low:
+            raise ValueError(f"high ({high}) must be >= low ({low})")
+        return high
+
+    @property
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) for v in (self.low, self.high)) and (
+            self.step is None or isinstance(self.step, int))
+
+    def values(self) -> list[int | float]:
+        """The grid of this range (needs ``step`` unless it is a range of integers)."""
+        if self.step is None and not self.is_int:
+            raise ValueError("a float range needs 'step' to be enumerated (grid, ablation)")
+        step = 1 if self.step is None else self.step
+        if step <= 0:
+            raise ValueError(f"step must be > 0, found {step}")
+        count = math.floor((self.high - self.low) / step + 1e-9) + 1
+        if count > 10_000:
+            raise ValueError(f"{count:,} values from {self.low} to {self.high}; at most 10,000 "
+                             f"can be enumerated")
+        out = [self.low + i * step for i in range(count)]
+        return [int(v) for v in out] if self.is_int else [round(v, 12) for v in out]
+
+
+Dimension = Annotated[list[Value], Field(min_length=1)] | Choices | Range
+
+
+class SamplerSection(BaseModel):
+    """How configurations are chosen. tpe, nsga2 and random sample ``n_trials`` of them;
+    grid enumerates every combination; ablation changes one factor at a time from the base."""
+
+    model_config = _STRICT
+    name: Literal["tpe", "nsga2", "random", "grid", "ablation"] = "tpe"
+    n_startup_trials: int = Field(10, ge=0, description="tpe: random trials before modelling.")
+    population_size: int = Field(16, ge=2, description="nsga2: individuals per generation.")
+    multivariate: bool = Field(True, description="tpe: model dimensions jointly.")
+
+
+class PrunerSection(BaseModel):
+    """Stopping unpromising trials early. Optuna's pruners (median, successive_halving,
+    hyperband) work for one objective; cost_median works for any number (see README)."""
+
+    model_config = _STRICT
+    name: Literal["none", "median", "successive_halving", "hyperband", "cost_median"] = "none"
+    warmup_epochs: int = Field(1, ge=0, description="Never prune before this many epochs.")
+    startup_trials: int = Field(4, ge=0, description="median: finished trials before pruning.")
+    min_trials: int = Field(4, ge=1, description="cost_median: peers needed to compare.")
+    macs_ratio: float = Field(1.5, ge=1.0, description="cost_median: peers have MACs within "
+                                                       "this factor of the trial's.")
+    reduction_factor: int = Field(3, ge=2, description="successive_halving, hyperband.")
+    min_epochs: int = Field(1, ge=1, description="successive_halving, hyperband: min resource.")
+
+
+class StudyModel(BaseModel):
+    """A dwsearch study: what to train, what to vary, what to optimize, and how long."""
+
+    model_config = _STRICT
+    format: int = Field(STUDY_FORMAT, ge=1, description="Study file format version.")
+    name: str = Field(description="Study name: letters, digits, '_', '.', '-'.")
+    description: str = ""
+    base: str | dict[str, Any] = Field(
+        description="The base model: a built-in spec name, a spec file (relative to this "
+                    "file) or an inline spec {input, num_classes, layers}.")
+    data: DataSection = Field(default_factory=DataSection)  # type: ignore[valid-type]
+    train: TrainSection = Field(default_factory=TrainSection)  # type: ignore[valid-type]
+    space: dict[str, Dimension] = Field(
+        default_factory=dict,
+        description="Key path -> values: layers[i].ARG, layers[i:j].ARG, layers[i,j].ARG, "
+                    "width, model, train.FIELD.")
+    objectives: list[str] = Field(
+        default_factory=lambda: ["val_accuracy:max"], min_length=1,
+        description="metric[:max|min] for metric in " + ", ".join(METRIC_DIRECTIONS) + ".")
+    constraints: dict[str, str | int | float] = Field(
+        default_factory=dict,
+        description="Checked before training, e.g. {macs: '<= 400M', params: 2e6}.")
+    sampler: Literal["tpe", "nsga2", "random", "grid", "ablation"] | SamplerSection = "tpe"
+    pruner: Literal["none", "median", "successive_halving", "hyperband",
+                    "cost_median"] | PrunerSection = "none"
+    n_trials: int | None = Field(None, ge=1, description="Training runs in all (configurations"
+                                                         " x repeats); default for grid and "
+                                                         "ablation: every one.")
+    timeout: int | float | str | None = Field(
+        None, description="Stop starting trials after this long: seconds, or '30m', '2h'.")
+    repeats: Annotated[int, Field(ge=1, le=1000)] = 1
+    seed: Annotated[int, Field(ge=0)] = 0
+    seeds: Literal["shared", "per_trial"] = Field(
+        "shared", description="shared: repeat r of every configuration trains with the same "
+                              "seed (paired comparisons, reuse of equal runs); per_trial: seeds "
+                              "also depend on the trial number.")
+    test: bool = Field(True, description="Evaluate each trained model on the test set, for "
+                                         "the report (the search never uses it).")
+    latency: bool = Field(True, description="Measure batch-1 forward latency of each model on "
+                                            "the worker's device.")
+    keep_weights: bool = Field(False, description="Keep each trial's final weights (for "
+                                                  "dwsearch export).")
+    storage: str | None = Field(None, description="Optuna storage URL; default: a SQLite file "
+                                                  "per study (see README).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str  # "maximize" or "minimize"
+
+    def __str__(self) -> str:
+        return f"{self.metric}:{'max' if self.direction == 'maximize' else 'min'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    metric: str
+    op: str  # "<=", "<", ">=", ">"
+    value: float
+
+    def holds(self, measured: float) -> bool:
+        return {"<=": measured <= self.value, "<": measured < self.value,
+                ">=": measured >= self.value, ">": measured > self.value}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {_human(self.value)}"
+
+
+def _human(value: float) -> str:
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """A validated study: the raw model plus the parsed parts everything else uses."""
+
+    model: StudyModel
+    source: str  # the file it came from, for messages ("<dict>" for Python callers)
+    directory: Path  # relative paths in the file resolve against this
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...]
+    sampler: SamplerSection
+    pruner: PrunerSection
+    timeout_seconds: float | None
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def data_config(self, **changes: Any) -> DataConfig:
+        data = typing.cast(BaseModel, self.model.data)
+        values = {**data.model_dump(), "seed": self.model.seed, **changes}
+        return DataConfig(**values)
+
+    def train_config(self, **changes: Any) -> TrainConfig:
+        train = typing.cast(BaseModel, self.model.train)
+        return TrainConfig(**{**train.model_dump(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The study as plain data, every default filled in (stored with the study)."""
+        return self.model.model_dump(mode="json")
+
+    def error(self, path: str, message: str) -> StudyError:
+        """A located error about this study: ``file: key.path: message``."""
+        return StudyError(f"{self.source}: {path}: {message}")
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at ``loc`` (for did-you-mean on an unknown key)."""
+    current: Any = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        candidates = [a for a in typing.get_args(annotation) or (annotation,)
+                      if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return []
+        current = candidates[0]
+    return list(getattr(current, "model_fields", {}))
+
+
+def _dimension_error(key: str, value: Any, source: str) -> StudyError | None:
+    """The error of one space entry, validated against the form its keys ask for (a union
+    error would report every form)."""
+    model: Any
+    keys: list[str] = []
+    if isinstance(value, list):
+        model = TypeAdapter(Annotated[list[Value], Field(min_length=1)])
+    elif isinstance(value, Mapping) and ("low" in value or "high" in value):
+        model, keys = TypeAdapter(Range), list(Range.model_fields)
+    elif isinstance(value, Mapping):
+        model, keys = TypeAdapter(Choices), list(Choices.model_fields)
+    else:
+        return StudyError(f"{source}: space.{key}: expected a list of values, {{choices: [...]}}"
+                          f" or {{low: ..., high: ...}}, found {value!r}")
+    try:
+        model.validate_python(value)
+    except ValidationError as err:
+        return _first_error(err, source, prefix=("space", key), allowed=keys)
+    return None
+
+
+_BRANCHES = ("bool", "int", "float", "str", "list[union[bool,int,float,str]]", "Choices",
+             "Range", "SamplerSection", "PrunerSection", "dict[str,any]")
+
+
+def _first_error(
+    err: ValidationError, source: str, prefix: tuple[Any, ...] = (),
+    allowed: list[str] | None = None, raw: Mapping[str, Any] | None = None,
+) -> StudyError:
+    """The most useful pydantic error as one located line."""
+    errors = err.errors()
+    if raw is not None:
+        for e in errors:
+            if e["loc"][:1] == ("space",) and len(e["loc"]) > 1:
+                key = str(e["loc"][1])
+                space = raw.get("space")
+                if isinstance(space, Mapping) and key in space:
+                    located = _dimension_error(key, space[key], source)
+                    if located is not None:
+                        return located
+    # Unions report one error per branch; prefer the branch that got furthest into the value.
+    best = max(errors, key=lambda e: (len(e["loc"]), e["type"] != "model_type"))
+    loc = prefix + tuple(p for p in best["loc"] if not (isinstance(p, str) and (
+        p in _BRANCHES or p.startswith(("literal[", "function-", "constrained-")))))
+    path = _path(loc)
+    found = best.get("input")
+    message = best["msg"]
+    if any(p in ("bool", "int", "float", "str") for p in best["loc"]):
+        message = "expected a boolean, number or string"
+    if best["type"] == "extra_forbidden":
+        allowed = allowed if allowed is not None else _allowed_keys(StudyModel, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return StudyError(f"{source}: {path}: unknown key; {hint}allowed: {', '.join(allowed)}")
+    if best["type"] == "missing":
+        return StudyError(f"{source}: {path}: missing (required)")
+    shown = repr(found)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return StudyError(f"{source}: {path}: {message}, found {shown}")
+
+
+def _parse_objective(text: str, where: str) -> Objective:
+    metric, _, direction = text.partition(":")
+    metric = metric.strip()
+    if metric not in METRIC_DIRECTIONS:
+        hint = difflib.get_close_matches(metric, list(METRIC_DIRECTIONS), n=1)
+        extra = f"did you mean {hint[0]!r}? " if hint else ""
+        if metric == "test_accuracy":
+            raise StudyError(f"{where}: test_accuracy cannot be an objective: the search "
+                             f"selects on the validation split, and the report shows test "
+                             f"accuracy; use val_accuracy")
+        raise StudyError(f"{where}: unknown metric {metric!r}; {extra}allowed: "
+                         f"{', '.join(METRIC_DIRECTIONS)}")
+    words = {"max": "maximize", "maximize": "maximize", "min": "minimize",
+             "minimize": "minimize", "": METRIC_DIRECTIONS[metric]}
+    if direction.strip() not in words:
+        raise StudyError(f"{where}: direction {direction!r}: allowed max or min")
+    return Objective(metric, words[direction.strip()])
+
+
+_CONSTRAINT = re.compile(r"^\s*(<=|<|>=|>)?\s*([0-9.eE+-]+)\s*([kKMGT]?)\s*$")
+
+
+def _parse_constraint(metric: str, value: str | int | float, where: str) -> Constraint:
+    if metric not in CONSTRAINT_METRICS:
+        raise StudyError(f"{where}: unknown metric {metric!r}; constraints apply to costs "
+                         f"known before training: {', '.join(CONSTRAINT_METRICS)}")
+    if isinstance(value, bool):
+        raise StudyError(f"{where}: expected a bound like '<= 400M' or a number, found {value!r}")
+    if isinstance(value, (int, float)):
+        op, number = "<=", float(value)
+    else:
+        match = _CONSTRAINT.match(value)
+        try:
+            number = float(match[2]) * _SUFFIX[match[3]] if match else math.nan
+        except ValueError:
+            number = math.nan
+        if match is None or not math.isfinite(number):
+            raise StudyError(f"{where}: expected a bound like '<= 400M', '< 2e6' or '>= 1K', "
+                             f"found {value!r}")
+        op = match[1] or "<="
+    if not math.isfinite(number):
+        raise StudyError(f"{where}: the bound must be finite, found {value!r}")
+    return Constraint(metric, op, number)
+
+
+_DURATION = re.compile(r"^\s*([0-9.]+)\s*(s|m|min|h|d)?\s*$")
+
+
+def _parse_timeout(value: int | float | str | None, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise StudyError(f"{where}: expected seconds or a duration like '30m', found {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        scale = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+        try:
+            seconds = float(match[1]) * scale[match[2]] if match else math.nan
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds):
+            raise StudyError(f"{where}: expected seconds or a duration like '30m', '2h', "
+                             f"found {value!r}")
+    if not 0 < seconds < 10 * 365 * 86400:
+        raise StudyError(f"{where}: expected a positive duration, found {value!r}")
+    return seconds
+
+
+def _upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Bring a file of an older format to :data:`STUDY_FORMAT` (1 is the first: nothing yet);
+    refuse a newer one."""
+    version = data.get("format", STUDY_FORMAT)
+    if isinstance(version, int) and not isinstance(version, bool) and version > STUDY_FORMAT:
+        raise StudyError(f"{source}: format: {version} was written for a newer dwsearch; this "
+                         f"one reads study formats 1..{STUDY_FORMAT}; upgrade dwsearch")
+    return data
+
+
+def parse_study_config(
+    data: Any, source: str = "<dict>", directory: str | Path = "."
+) -> StudyConfig:
+    """Validate plain data (a parsed study file) into a :class:`StudyConfig`."""
+    if not isinstance(data, Mapping):
+        raise StudyError(f"{source}: expected a mapping with keys name, base, space, ...; "
+                         f"found {type(data).__name__}")
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise StudyError(f"{source}: keys must be strings, found {bad_keys[0]!r}")
+    raw = _upgrade(dict(data), source)
+    try:
+        model = StudyModel.model_validate(raw)
+    except ValidationError as err:
+        raise _first_error(err, source, raw=raw) from err
+    if not _NAME.match(model.name):
+        raise StudyError(f"{source}: name: expected letters, digits, '_', '.', '-' (at most 100, "
+                         f"not starting with a symbol), found {model.name!r}")
+    for section, cls in (("train", TrainConfig), ("data", DataConfig)):
+        try:
+            cls(**getattr(model, section).model_dump())
+        except ConfigError as err:
+            raise StudyError(f"{source}: {section}.{err}") from err
+    objectives = tuple(
+        _parse_objective(text, f"{source}: objectives[{i}]")
+        for i, text in enumerate(model.objectives)
+    )
+    seen = [o.metric for o in objectives]
+    if len(set(seen)) != len(seen):
+        raise StudyError(f"{source}: objectives: each metric at most once, found {seen}")
+    constraints = tuple(
+        _parse_constraint(metric, value, f"{source}: constraints.{metric}")
+        for metric, value in model.constraints.items()
+    )
+    sampler = model.sampler if isinstance(model.sampler, SamplerSection) else SamplerSection(
+        name=model.sampler)
+    pruner = model.pruner if isinstance(model.pruner, PrunerSection) else PrunerSection(
+        name=model.pruner)
+    if len(objectives) > 1 and pruner.name in ("median", "successive_halving", "hyperband"):
+        raise StudyError(
+            f"{source}: pruner.name: {pruner.name!r} prunes on one objective only (Optuna's "
+            f"pruners are single-objective) and this study has {len(objectives)}; use "
+            f"cost_median (compares validation accuracy with finished trials of similar MACs) "
+            f"or none"
+        )
+    timeout = _parse_timeout(model.timeout, f"{source}: timeout")
+    if sampler.name in ("tpe", "nsga2", "random") and model.n_trials is None and timeout is None:
+        raise StudyError(f"{source}: n_trials: sampler {sampler.name!r} needs n_trials or a "
+                         f"timeout (grid and ablation default to every configuration)")
+    if (sampler.name in ("tpe", "nsga2", "random") and model.n_trials is not None
+            and model.n_trials % model.repeats):
+        raise StudyError(f"{source}: n_trials: {model.n_trials} is not a multiple of repeats "
+                         f"({model.repeats}); every sampled configuration trains repeats times")
+    if isinstance(model.base, str) and not model.base.strip():
+        raise StudyError(f"{source}: base: expected a spec name, file or inline spec, found ''")
+    return StudyConfig(model, source, Path(directory), objectives, constraints, sampler, pruner,
+                       timeout)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study file; every problem is one located :class:`StudyError`."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (a folder)" if path.is_dir() else ""
+        raise StudyError(f"{path}: no such study file{hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise StudyError(f"{path}: cannot read the study file ({err})") from err
+    data = load_yaml(text, str(path), StudyError)
+    return parse_study_config(data, str(path), path.parent)
+
+
+def json_schema() -> dict[str, Any]:
+    """The study file format as JSON Schema (for editors: yaml-language-server and others)."""
+    schema = StudyModel.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dwsearch study"
+    return schema

@@ -1,0 +1,160 @@
+"""The read side of a study: its trials as plain data, for reports and exports.
+
+Reports import this module and :mod:`dwsearch.records`, never torch: a report opens in a
+second. Optuna is imported here only to read the storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dwsearch.errors import RecordError, StudyError
+from dwsearch.records import RunRecord
+from dwsearch.study.storage import (
+    ERROR_KEY,
+    INFO_KEY,
+    RECORD_KEY,
+    STUDY_KEY,
+    default_study_dir,
+    describe_url,
+    open_storage,
+    resolve_storage_url,
+)
+
+__all__ = ["StudyResults", "StudySummary", "TrialResult", "list_studies", "load_results"]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One Optuna trial as dwsearch stored it."""
+
+    number: int
+    state: str  # "COMPLETE", "PRUNED", "FAIL", "RUNNING" or "WAITING"
+    values: tuple[float, ...] | None  # objective values, in the study's objective order
+    params: Mapping[str, Any]  # Optuna's params: the choices made for this trial
+    info: Mapping[str, Any]  # dwsearch's trial attributes: slot, repeat, seed, config, role...
+    record: RunRecord | None  # the run record (partial for pruned trials); None if none
+    error: str | None  # one line: why it failed
+    started: str | None  # ISO 8601
+    finished: str | None
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The configuration's choices (dimension -> value), as the study file names them."""
+        value = self.info.get("config", self.params)
+        return value if isinstance(value, Mapping) else {}
+
+    @property
+    def superseded(self) -> bool:
+        """A trial whose worker died or was interrupted, retried as another trial."""
+        return self.info.get("retried_as") is not None
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """A study's stored configuration and trials."""
+
+    name: str
+    storage: str  # URL, password hidden
+    meta: Mapping[str, Any]  # dwsearch's study attributes: format, config, source, base...
+    directions: tuple[str, ...]  # "maximize" / "minimize" per objective
+    trials: tuple[TrialResult, ...]
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The study configuration as stored when the study began (defaults filled in)."""
+        value = self.meta.get("config", {})
+        return value if isinstance(value, Mapping) else {}
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return tuple(self.meta.get("objectives", ()))
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    name: str
+    storage: str
+    trials: int
+    states: Mapping[str, int]
+
+
+def _trial(frozen: Any) -> TrialResult:
+    attrs = frozen.user_attrs
+    record = None
+    raw = attrs.get(RECORD_KEY)
+    if raw is not None:
+        try:
+            record = RunRecord.from_dict(raw, where=f"trial {frozen.number}")
+        except RecordError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise RecordError(f"trial {frozen.number}: unreadable record ({err})") from err
+    values = tuple(float(v) for v in frozen.values) if frozen.values is not None else None
+    info = attrs.get(INFO_KEY)
+    return TrialResult(
+        number=frozen.number,
+        state=frozen.state.name,
+        values=values,
+        params=dict(frozen.params),
+        info=dict(info) if isinstance(info, Mapping) else {},
+        record=record,
+        error=attrs.get(ERROR_KEY),
+        started=frozen.datetime_start.isoformat() if frozen.datetime_start else None,
+        finished=frozen.datetime_complete.isoformat() if frozen.datetime_complete else None,
+    )
+
+
+def load_results(name: str, storage: str | None = None) -> StudyResults:
+    """Every trial of study ``name`` in ``storage`` (default: its SQLite file)."""
+    import optuna
+
+    url = resolve_storage_url(storage, name)
+    backend = open_storage(url, create=False)
+    try:
+        study = optuna.load_study(study_name=name, storage=backend)
+    except KeyError as err:
+        known = [s.study_name for s in optuna.get_all_study_summaries(backend)]
+        raise StudyError(f"storage {describe_url(url)}: no study named {name!r}; it holds: "
+                         f"{', '.join(known) or 'none'}") from err
+    meta = study.user_attrs.get(STUDY_KEY, {})
+    trials = tuple(_trial(t) for t in study.get_trials(deepcopy=False))
+    return StudyResults(
+        name=name,
+        storage=describe_url(url),
+        meta=meta if isinstance(meta, Mapping) else {},
+        directions=tuple(d.name.lower() for d in study.directions),
+        trials=trials,
+    )
+
+
+def list_studies(storage: str | None = None) -> list[StudySummary]:
+    """The studies in ``storage``, or, without one, in every SQLite file of the default
+    study folder (``dwsearch report`` with no argument)."""
+    import optuna
+
+    urls = [storage] if storage else [
+        f"sqlite:///{p}" for p in sorted(default_study_dir().glob("*.db"))
+    ]
+    out = []
+    for url in urls:
+        backend = open_storage(resolve_storage_url(url, "_"), create=False)
+        for summary in optuna.get_all_study_summaries(backend, include_best_trial=False):
+            study = optuna.load_study(study_name=summary.study_name, storage=backend)
+            states: dict[str, int] = {}
+            for t in study.get_trials(deepcopy=False):
+                states[t.state.name] = states.get(t.state.name, 0) + 1
+            out.append(StudySummary(summary.study_name, describe_url(url), summary.n_trials,
+                                    states))
+    return out
+
+
+def study_file_name(path: str | Path) -> str | None:
+    """The ``name:`` of a study file without validating the rest (for ``dwsearch report
+    FILE``); None when the file has none."""
+    from dwsearch.study.config import load_study_config
+
+    return load_study_config(path).name
