@@ -66,7 +66,7 @@ def resolve_storage_url(url: str | None, study_name: str) -> str:
     if not isinstance(url, str):
         raise StudyError(f"storage: expected a URL string, found {url!r}")
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme not in _SCHEMES or "://" not in url and scheme != "journal":
+    if scheme not in _SCHEMES or ("://" not in url and scheme != "journal"):
         raise StudyError(
             f"storage {describe_url(url)!r}: unknown kind of storage; allowed: sqlite:///PATH, "
             f"postgresql://USER:PASS@HOST/DB, mysql://..., journal:///PATH"
@@ -113,19 +113,17 @@ def open_storage(url: str, *, create: bool) -> Any:
                              f"({reason(err)})") from err
     engine: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        path = _sqlite_path(url)
-        if path is not None:
-            if not create and not path.is_file():
+        db = _sqlite_path(url)
+        if db is not None:
+            if not create and not db.is_file():
                 raise StudyError(f"storage {shown}: no such SQLite file")
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                db.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise StudyError(f"storage {shown}: cannot create its folder "
                                  f"({reason(err)})") from err
         engine = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
-    elif url.startswith("postgresql"):
-        engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
-    elif url.startswith("mysql"):
+    elif url.startswith("postgresql") or url.startswith("mysql"):
         engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
     try:
         return RDBStorage(url, engine_kwargs=engine)
