@@ -1,0 +1,25 @@
+"""The cost convention, as text a report can print without importing torch.
+
+:data:`CONVENTION` is the same template as :data:`dwsearch.costs.CONVENTION` (which imports
+torch with fvcore); ``tests/test_report.py`` checks that the two stay equal.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CONVENTION", "convention"]
+
+CONVENTION = (
+    "1 multiply-add = 1 MAC, FLOPs = 2 x MACs; batch 1, eval mode; conv/linear multiply-adds; "
+    "batch norm {bn}; residual add, SE multiply, average pooling 1 MAC per element; "
+    "ReLU/ReLU6/max-pool/sigmoid/hardswish/SiLU 0; activations: elements output by conv/linear "
+    "ops (fvcore ActivationCountAnalysis), per sample; saved: bytes autograd keeps for backward "
+    "per sample, training mode, {precision}, each storage once, slope between batch 2 and 3"
+)
+
+
+def convention(bn: str, precision: str = "fp32") -> str:
+    """The convention of records counted with batch norm ``bn`` ("counted" or "folded") and
+    saved bytes measured in ``precision`` (as :attr:`dwsearch.costs.Profile.convention`)."""
+    bn_text = "1 MAC per element (counted)" if bn == "counted" else "folded into conv (0)"
+    precision_text = "fp32" if precision == "fp32" else "bf16 autocast"
+    return CONVENTION.format(bn=bn_text, precision=precision_text)

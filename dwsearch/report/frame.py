@@ -1,0 +1,380 @@
+"""A study's stored results as pandas DataFrames: trials, runs in the statistics,
+configurations (aggregated over seeds), epochs and layers.
+
+The rules of what counts (also printed in every report):
+
+* A trial enters statistics and fronts only when it completed (Optuna state COMPLETE, status
+  ``completed``), has a run record with a validation accuracy, and was not superseded (its
+  worker died or was interrupted and the slot was retried as another trial).
+* A reused result (``reused_from``: copied from an identical earlier run) is a real trial and
+  counts, marked ``reused``; but a second run of the same configuration with the same seed
+  adds no information, so only the first of those enters the statistics.
+* Pruned, failed, diverged, infeasible, killed and running trials are listed with the reason
+  and never enter statistics or fronts.
+
+Only :mod:`dwsearch.records` data is read: no torch, no models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dwsearch.records import RunRecord
+from dwsearch.report.pareto import pareto_mask
+from dwsearch.study.results import StudyResults, TrialResult
+
+__all__ = [
+    "COST_COLUMNS",
+    "OBJECTIVE_COLUMNS",
+    "StudyFrames",
+    "config_label",
+    "epochs_frame",
+    "layers_frame",
+    "make_frames",
+]
+
+# Study objective metric -> column of the configurations frame.
+OBJECTIVE_COLUMNS = {
+    "val_accuracy": "val_mean",
+    "best_val_accuracy": "best_val_mean",
+    "params": "params",
+    "macs": "macs",
+    "activations": "activations",
+    "saved_bytes": "saved_bytes",
+    "latency": "latency_ms",
+}
+# The costs that accuracy is plotted against, each with its own front.
+COST_COLUMNS = {"params": "parameters", "macs": "MACs", "latency_ms": "latency (ms)"}
+_STATE_STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "error",
+                 "RUNNING": "running", "WAITING": "waiting"}
+# Front models shown in detail (learning curves, diagrams, per-layer costs): at most this many,
+# spread along the front, besides the baselines.
+MAX_DETAILED = 8
+
+
+def config_label(config: Mapping[str, Any], name: str | None = None) -> str:
+    """A configuration for people: the base's name for ``{}``, the model for ``{model: m}``,
+    else ``key=value`` pairs."""
+    if not config:
+        return name or "base"
+    parts = [str(config["model"])] if "model" in config else []
+    parts += [f"{k}={_short(v)}" for k, v in config.items() if k != "model"]
+    return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _status(trial: TrialResult) -> str:
+    status = trial.info.get("status")
+    return str(status) if status else _STATE_STATUS.get(trial.state, trial.state.lower())
+
+
+def _exclusion(trial: TrialResult, status: str) -> str | None:
+    """Why a trial stays out of statistics and fronts (None: it counts)."""
+    record = trial.record
+    if trial.superseded:
+        return f"superseded: retried as trial {trial.info.get('retried_as')}"
+    if trial.state == "PRUNED" or status == "pruned":
+        epochs = len(record.epochs) if record is not None else 0
+        return f"pruned after epoch {epochs}" if epochs else "pruned"
+    if trial.state in ("RUNNING", "WAITING"):
+        return trial.state.lower()
+    if trial.state != "COMPLETE" or status != "completed":
+        if not trial.error:
+            return status
+        return trial.error if trial.error.startswith(status) else f"{status}: {trial.error}"
+    if record is None:
+        return "no run record"
+    if record.status != "completed":
+        return f"run {record.status}: {record.message}"
+    if record.val_accuracy is None or not math.isfinite(record.val_accuracy):
+        return "no validation accuracy"
+    return None
+
+
+def _median_ips(record: RunRecord) -> float | None:
+    values = [e.images_per_second for e in record.epochs if e.images_per_second > 0]
+    return statistics.median(values) if values else None
+
+
+def _trial_row(trial: TrialResult, objectives: Sequence[str]) -> dict[str, Any]:
+    info = trial.info
+    record = trial.record
+    status = _status(trial)
+    config = trial.config
+    row: dict[str, Any] = {
+        "trial": trial.number,
+        "state": trial.state,
+        "status": status,
+        "role": info.get("role"),
+        "factor": info.get("factor"),
+        "slot": info.get("slot"),
+        "repeat": info.get("repeat"),
+        "seed": info.get("seed", record.seed if record is not None else None),
+        "config_hash": info.get("config_hash") or (record.spec_hash if record else None),
+        "config": json.dumps(dict(config), sort_keys=True, default=str),
+        "reused_from": info.get("reused_from"),
+        "retry_of": info.get("retry_of"),
+        "retried_as": info.get("retried_as"),
+        "worker": info.get("worker"),
+        "weights": info.get("weights"),
+        "error": trial.error,
+        "started": trial.started,
+        "finished": trial.finished,
+        "excluded": _exclusion(trial, status),
+    }
+    for key, value in config.items():
+        row[f"choice:{key}"] = _short(value) if isinstance(value, (list, dict)) else value
+    if record is not None:
+        latency = record.latency or {}
+        row.update({
+            "name": record.name,
+            "spec_hash": record.spec_hash,
+            "params": record.params,
+            "macs": record.macs,
+            "flops": record.flops,
+            "activations": record.activations,
+            "saved_bytes": record.saved_bytes,
+            "latency_ms": record.latency_ms,
+            "latency_batch": latency.get("batch_size"),
+            "train_ips": _median_ips(record),
+            "val_accuracy": record.val_accuracy,
+            "best_val_accuracy": record.best_val_accuracy,
+            "test_accuracy": record.test_accuracy,
+            "test_loss": record.test_loss,
+            "epochs_trained": len(record.epochs),
+            "train_seconds": record.train_seconds,
+            "record_status": record.status,
+            "device": record.device,
+            "device_name": record.device_name,
+            "latency_device": latency.get("device_name"),
+            "precision": record.precision,
+            "threads": record.threads,
+            "host": record.host,
+            "bn": record.bn,
+            "lossy_data": record.lossy_data,
+        })
+    if trial.values is not None:
+        for metric, value in zip(objectives, trial.values, strict=False):
+            row[f"value:{metric.split(':')[0]}"] = value
+    return row
+
+
+_COLUMNS = [
+    "trial", "state", "status", "excluded", "in_stats", "reused", "role", "factor", "label",
+    "config", "config_hash", "slot", "repeat", "seed", "name", "spec_hash", "params", "macs",
+    "flops", "activations", "saved_bytes", "latency_ms", "latency_batch", "train_ips",
+    "val_accuracy", "best_val_accuracy", "test_accuracy", "test_loss", "epochs_trained",
+    "train_seconds", "record_status", "device", "device_name", "latency_device", "precision",
+    "threads", "host", "bn", "lossy_data", "reused_from", "retry_of", "retried_as", "worker",
+    "weights", "error", "started", "finished",
+]
+
+
+@dataclass(frozen=True)
+class StudyFrames:
+    """The tables a report is made of."""
+
+    results: StudyResults
+    trials: pd.DataFrame  # one row per trial (all of them), in trial order
+    runs: pd.DataFrame  # the trials in the statistics
+    configs: pd.DataFrame  # one row per configuration with runs, aggregated over seeds
+    reference: str | None  # config_hash of the reference configuration (the base), if any
+    objectives: tuple[tuple[str, str], ...]  # (metric, "maximize"|"minimize")
+
+    @property
+    def records(self) -> Mapping[int, RunRecord]:
+        return {t.number: t.record for t in self.results.trials if t.record is not None}
+
+    def record_of(self, config_hash: str) -> RunRecord | None:
+        """A run record of the configuration (its first run in the statistics)."""
+        rows = self.runs[self.runs["config_hash"] == config_hash]
+        if rows.empty:
+            return None
+        number = int(rows["trial"].iloc[0])
+        return next(t.record for t in self.results.trials if t.number == number)
+
+    def detailed(self) -> pd.DataFrame:
+        """The configurations shown in detail: the baselines, then up to
+        :data:`MAX_DETAILED` front models spread along the front (by MACs)."""
+        configs = self.configs
+        baselines = configs[configs["baseline"].notna()]
+        front = configs[configs["on_front"] & configs["baseline"].isna()].sort_values("macs")
+        if len(front) > MAX_DETAILED:
+            best = front["val_mean"].idxmax()
+            picks = set(np.linspace(0, len(front) - 1, MAX_DETAILED - 1).round().astype(int))
+            chosen = [front.index[i] for i in sorted(picks)]
+            if best not in chosen:
+                chosen.append(best)
+            front = front.loc[sorted(set(chosen), key=list(front.index).index)]
+        return pd.concat([baselines, front])
+
+
+def _objectives(results: StudyResults) -> tuple[tuple[str, str], ...]:
+    metrics = [str(o).split(":")[0] for o in results.objectives]
+    directions = list(results.directions)
+    if len(directions) != len(metrics):
+        directions = ["maximize" if "accuracy" in m else "minimize" for m in metrics]
+    return tuple(zip(metrics, directions, strict=True))
+
+
+def _baseline_names(meta: Mapping[str, Any]) -> dict[str, str]:
+    """spec hash -> name of the models the study marks (its base and baselines)."""
+    names: dict[str, str] = {}
+    entries = list(meta.get("baselines") or [])
+    base = meta.get("base")
+    if isinstance(base, Mapping):
+        entries.insert(0, base)
+    for entry in entries:
+        if isinstance(entry, Mapping) and entry.get("hash"):
+            names.setdefault(str(entry["hash"]), str(entry.get("name") or entry["hash"]))
+    return names
+
+
+def make_frames(results: StudyResults) -> StudyFrames:
+    """Every table of the report, from the stored results."""
+    objectives = _objectives(results)
+    rows = [_trial_row(t, [m for m, _ in objectives]) for t in results.trials]
+    trials = pd.DataFrame(rows)
+    for column in _COLUMNS:
+        if column not in trials:
+            trials[column] = None
+    trials["reused"] = trials["reused_from"].notna()
+    stored_base = results.meta.get("base")
+    base: Mapping[str, Any] = stored_base if isinstance(stored_base, Mapping) else {}
+    base_name = base.get("name")
+    labels = []
+    for t in results.trials:
+        name = t.record.name if t.record is not None else None
+        labels.append(config_label(t.config, name or base_name))
+    trials["label"] = labels
+    trials["in_stats"] = trials["excluded"].isna()
+    # A second run of one configuration with one seed (a reused result) adds nothing.
+    counted = trials[trials["in_stats"]]
+    repeat = counted.duplicated(["config_hash", "seed"], keep="first")
+    if repeat.any():
+        first = counted.drop_duplicates(["config_hash", "seed"]).set_index(
+            ["config_hash", "seed"])["trial"]
+        for index in counted.index[repeat]:
+            key = (trials.at[index, "config_hash"], trials.at[index, "seed"])
+            trials.at[index, "excluded"] = (f"same configuration and seed as trial "
+                                            f"{first.loc[key]} (counted once)")
+        trials["in_stats"] = trials["excluded"].isna()
+    choices = sorted(c for c in trials.columns if c.startswith("choice:"))
+    values = sorted(c for c in trials.columns if c.startswith("value:"))
+    trials = trials[[*_COLUMNS, *choices, *values]]
+    runs = trials[trials["in_stats"]]
+    configs = _configs(runs, _baseline_names(results.meta), base)
+    reference = _reference(configs, base)
+    configs = _add_fronts(configs, objectives)
+    return StudyFrames(results, trials, runs, configs, reference, objectives)
+
+
+def _configs(runs: pd.DataFrame, baselines: Mapping[str, str],
+             base: Mapping[str, Any]) -> pd.DataFrame:
+    if runs.empty:
+        return pd.DataFrame(columns=[
+            "config_hash", "id", "label", "role", "factor", "config", "spec_hash", "name",
+            "params", "macs", "activations", "saved_bytes", "n", "seeds", "val_mean", "val_std",
+            "best_val_mean", "test_mean", "test_std", "latency_ms", "train_ips",
+            "train_ips_std", "train_seconds", "epochs", "reused", "device_name", "baseline",
+            "is_base", "on_front", "front_params", "front_macs", "front_latency_ms"])
+    numeric = runs.astype({c: float for c in ("val_accuracy", "best_val_accuracy",
+                                              "test_accuracy", "latency_ms", "train_ips",
+                                              "train_seconds")})
+    grouped = numeric.groupby("config_hash", sort=False)
+    configs = grouped.agg(
+        id=("trial", "min"), label=("label", "first"), role=("role", "first"),
+        factor=("factor", "first"), config=("config", "first"),
+        spec_hash=("spec_hash", "first"), name=("name", "first"), params=("params", "first"),
+        macs=("macs", "first"), activations=("activations", "first"),
+        saved_bytes=("saved_bytes", "first"), n=("trial", "size"),
+        val_mean=("val_accuracy", "mean"), val_std=("val_accuracy", "std"),
+        best_val_mean=("best_val_accuracy", "mean"), test_mean=("test_accuracy", "mean"),
+        test_std=("test_accuracy", "std"), latency_ms=("latency_ms", "mean"),
+        train_ips=("train_ips", "mean"), train_ips_std=("train_ips", "std"),
+        train_seconds=("train_seconds", "mean"), epochs=("epochs_trained", "max"),
+        reused=("reused", "any"), device_name=("device_name", "first"),
+    )
+    seeds = grouped["seed"].agg(lambda s: ",".join(str(v) for v in sorted(s)))
+    configs.insert(configs.columns.get_loc("n") + 1, "seeds", seeds)
+    configs = configs.reset_index()
+    # Marked by name only where the configuration is the model itself ({} or {model: m}),
+    # not where a changed factor happens to give the same architecture.
+    pure = configs["config"].map(lambda text: set(json.loads(text)) <= {"model"})
+    configs["baseline"] = configs["spec_hash"].map(baselines).where(pure)
+    base_hash = base.get("hash") if isinstance(base, Mapping) else None
+    configs["is_base"] = (configs["role"] == "base") | (
+        (configs["spec_hash"] == base_hash) if base_hash else False)
+    return configs.sort_values("id").reset_index(drop=True)
+
+
+def _reference(configs: pd.DataFrame, base: Mapping[str, Any]) -> str | None:
+    """The configuration others are compared with: the one with role ``base``, else the
+    first with the base's architecture."""
+    if configs.empty:
+        return None
+    for mask in (configs["role"] == "base", configs["is_base"]):
+        hits = configs[mask]
+        if not hits.empty:
+            return str(hits.sort_values("n", ascending=False, kind="stable")["config_hash"]
+                       .iloc[0])
+    return None
+
+
+def _add_fronts(configs: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    configs = configs.copy()
+    if configs.empty:
+        return configs
+    for column in COST_COLUMNS:
+        values = configs[["val_mean", column]].astype(float).to_numpy()
+        configs[f"front_{column}"] = pareto_mask(values, [True, False])
+    columns = [OBJECTIVE_COLUMNS.get(m) for m, _ in objectives]
+    if len(objectives) >= 2 and all(c is not None for c in columns):
+        values = configs[columns].astype(float).to_numpy()
+        configs["on_front"] = pareto_mask(values, [d == "maximize" for _, d in objectives])
+    else:  # one objective: the accuracy-MACs front stands for it
+        configs["on_front"] = configs["front_macs"]
+    return configs
+
+
+def epochs_frame(frames: StudyFrames, config_hashes: Sequence[str]) -> pd.DataFrame:
+    """Per-epoch metrics of every run of the given configurations (one row per run and
+    epoch), for learning curves."""
+    wanted = set(config_hashes)
+    rows = []
+    runs = frames.runs[frames.runs["config_hash"].isin(wanted)]
+    records = frames.records
+    for number, config_hash in zip(runs["trial"], runs["config_hash"], strict=True):
+        record = records[int(number)]
+        for epoch in record.epochs:
+            rows.append({"trial": int(number), "config_hash": config_hash,
+                         "epoch": epoch.epoch, "train_loss": epoch.train_loss,
+                         "train_accuracy": epoch.train_accuracy, "val_loss": epoch.val_loss,
+                         "val_accuracy": epoch.val_accuracy, "lr": epoch.lr,
+                         "seconds": epoch.seconds,
+                         "images_per_second": epoch.images_per_second})
+    return pd.DataFrame(rows, columns=["trial", "config_hash", "epoch", "train_loss",
+                                       "train_accuracy", "val_loss", "val_accuracy", "lr",
+                                       "seconds", "images_per_second"])
+
+
+def layers_frame(record: RunRecord) -> pd.DataFrame:
+    """The record's per-layer costs with each layer's share of the model's total."""
+    table = pd.DataFrame([dict(row) for row in record.layers])
+    for column in ("params", "macs", "activations", "saved_bytes"):
+        if column not in table:
+            table[column] = np.nan
+        total = table[column].sum()
+        table[f"{column}_share"] = table[column] / total if total else np.nan
+    return table

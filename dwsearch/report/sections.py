@@ -1,0 +1,599 @@
+"""What the report says: its sections, tables and figures, built from the study's frames.
+
+:func:`build_document` returns a :class:`~dwsearch.report.render.Document` that
+:mod:`dwsearch.report.render` writes as Markdown and HTML. Every number comes from the
+stored run records through :mod:`dwsearch.report.frame`; tables for people are capped (the
+CSV files hold every row).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from dwsearch.report import claims as claims_mod
+from dwsearch.report import plots
+from dwsearch.report.convention import convention
+from dwsearch.report.diagram import diagram_figure
+from dwsearch.report.frame import (
+    COST_COLUMNS,
+    MAX_DETAILED,
+    StudyFrames,
+    epochs_frame,
+    layers_frame,
+)
+from dwsearch.report.render import Bullets, Document, Image, Section, Table, Text
+from dwsearch.report.stats import paired_differences
+
+__all__ = ["build_document", "display_name"]
+
+MAX_CONFIG_ROWS = 30  # configurations listed in the page (configurations.csv has all)
+MAX_EXCLUDED_ROWS = 200  # trials listed as not in the statistics
+SYNTHETIC = "synthetic"
+DEVICE_NOTE = (
+    "Speeds hold for the device named only: block choices rank differently by device. In this "
+    "project's measurements seed_dwsep trained 1.12-1.32x faster than seed_cnn on a 2-core CPU "
+    "but about 1.6x slower on an H100 (10 epochs: 43 s against 27 s), where depthwise "
+    "convolutions are memory-bound."
+)
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> bool:
+    """A real number that is not NaN or infinite (numpy scalars included, booleans not)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(float(value)))
+
+
+def pct(value: Any, digits: int = 2) -> str:
+    return f"{value * 100:.{digits}f}%" if _finite(value) else "-"
+
+
+def pct_pm(mean: Any, std: Any) -> str:
+    if not _finite(mean):
+        return "-"
+    return f"{mean * 100:.2f} ± {std * 100:.2f}%" if _finite(std) else f"{mean * 100:.2f}%"
+
+
+def count(value: Any) -> str:
+    return f"{int(value):,}" if _finite(value) else "-"
+
+
+def millions(value: Any) -> str:
+    return f"{value / 1e6:,.2f} M" if _finite(value) else "-"
+
+
+def ms(value: Any) -> str:
+    return f"{value:.2f}" if _finite(value) else "-"
+
+
+def num(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}g}" if _finite(value) else "-"
+
+
+def points(mean: Any, low: Any, high: Any) -> str:
+    """A paired difference of accuracies in percentage points, with its interval."""
+    if not _finite(mean):
+        return "-"
+    text = f"{mean * 100:+.2f}"
+    if _finite(low) and _finite(high):
+        text += f" [{low * 100:+.2f}, {high * 100:+.2f}]"
+    return text
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def display_name(row: Mapping[str, Any] | pd.Series, limit: int = 60) -> str:
+    """A configuration for tables: the baseline's name, else its first trial and choices."""
+    baseline = row.get("baseline")
+    if isinstance(baseline, str) and baseline:
+        return baseline + (" (base)" if bool(row.get("is_base")) else "")
+    return _short(f"#{int(row['id'])} {row['label']}", limit)
+
+
+def legend_name(row: Mapping[str, Any] | pd.Series) -> str:
+    """A configuration in a legend: the baseline's name, else its first trial, accuracy and
+    MACs (its choices are in the tables)."""
+    baseline = row.get("baseline")
+    if isinstance(baseline, str) and baseline:
+        return display_name(row)
+    return f"#{int(row['id'])} ({pct(row['val_mean'], 1)}, {millions(row['macs'])} MACs)"
+
+
+# -- the document -----------------------------------------------------------------------------
+
+
+def build_document(frames: StudyFrames, *, command: str) -> Document:
+    """Every section of the report. ``command`` is the line that regenerates it."""
+    results = frames.results
+    meta = results.meta
+    config = results.config
+    source = str(meta.get("source") or "")
+    banner = None
+    if source.lower().startswith(SYNTHETIC):
+        banner = (f"SYNTHETIC STUDY: made by {source} without training anything. Costs are "
+                  f"exact closed forms; accuracies, times and latencies are made up for "
+                  f"testing the report.")
+    detailed = frames.detailed()
+    paired_val = _paired(frames, "val_accuracy")
+    paired_test = _paired(frames, "test_accuracy")
+    sections = [
+        _summary(frames),
+        _setup(frames, command),
+        _fronts(frames),
+        _configurations(frames, paired_val, paired_test, detailed),
+    ]
+    ablation = _ablation(frames, paired_val, paired_test)
+    if ablation is not None:
+        sections.append(ablation)
+    sections += [
+        _curves(frames, detailed),
+        _costs(frames, detailed),
+        _speed(frames, detailed),
+    ]
+    seed = _seed_claims(frames)
+    if seed is not None:
+        sections.append(seed)
+    sections += [_diagrams(frames, detailed), _excluded(frames)]
+    description = str(config.get("description") or "")
+    subtitle = (f"dwsearch study report: {len(results.trials):,} trials, "
+                f"{len(frames.configs):,} configurations in the statistics. "
+                f"{description}").strip()
+    return Document(title=f"Study {results.name}", subtitle=subtitle, sections=sections,
+                    banner=banner)
+
+
+def _paired(frames: StudyFrames, metric: str) -> pd.DataFrame:
+    if frames.reference is None or frames.runs.empty:
+        return pd.DataFrame(columns=["n", "mean", "sd", "low", "high"])
+    runs = frames.runs.astype({metric: float})
+    return paired_differences(runs, frames.reference, metric)
+
+
+def _reference_row(frames: StudyFrames) -> pd.Series | None:
+    if frames.reference is None:
+        return None
+    hits = frames.configs[frames.configs["config_hash"] == frames.reference]
+    return None if hits.empty else hits.iloc[0]
+
+
+def _summary(frames: StudyFrames) -> Section:
+    results = frames.results
+    config = results.config
+    meta = results.meta
+    blocks: list[Any] = []
+    sampler = config.get("sampler")
+    sampler_name = sampler.get("name") if isinstance(sampler, Mapping) else sampler
+    pruner = config.get("pruner")
+    pruner_name = pruner.get("name") if isinstance(pruner, Mapping) else pruner
+    constraints = config.get("constraints") or {}
+    stored_base = meta.get("base")
+    base: Mapping[str, Any] = stored_base if isinstance(stored_base, Mapping) else {}
+    items = [
+        f"Study `{results.name}` from `{meta.get('source', 'unknown')}`, stored in "
+        f"`{results.storage}`.",
+        f"Base model: **{base.get('name') or 'inline spec'}**; sampler {sampler_name}, "
+        f"pruner {pruner_name}; objectives: {', '.join(results.objectives) or '-'}"
+        + (f"; constraints: {', '.join(f'{k} {v}' for k, v in constraints.items())}"
+           if constraints else "") + ".",
+        "Budget: " + (f"{config['n_trials']:,} trials" if config.get("n_trials") else
+                      "every configuration")
+        + (f", timeout {config.get('timeout')}" if config.get("timeout") else "")
+        + f"; {config.get('repeats', 1)} repeat(s) per configuration with "
+        f"{config.get('seeds', 'shared')} seeds (study seed {config.get('seed', 0)}).",
+    ]
+    train = config.get("train") or {}
+    if train:
+        items.append(
+            f"Training recipe: {train.get('epochs')} epochs, {train.get('optimizer')} lr "
+            f"{train.get('lr')}, batch {train.get('batch_size')}, schedule "
+            f"{train.get('schedule')}, augment {train.get('augment')}, precision "
+            f"{train.get('precision')}.")
+    blocks.append(Bullets(items))
+    states = frames.trials.groupby(["status"], dropna=False).agg(
+        trials=("trial", "size"), in_statistics=("in_stats", "sum")).reset_index()
+    states = states.sort_values("trials", ascending=False)
+    blocks.append(Table(pd.DataFrame({
+        "status": states["status"].astype(str),
+        "trials": states["trials"].map(count),
+        "in the statistics": states["in_statistics"].map(count),
+    }), caption="Trials by status. Pruned, failed, diverged, infeasible, killed and "
+                "superseded trials are listed (last section) but never enter statistics or "
+                "fronts."))
+    configs = frames.configs
+    if not configs.empty and configs["val_mean"].notna().any():
+        best = configs.loc[configs["val_mean"].astype(float).idxmax()]
+        blocks.append(Text(
+            f"Best configuration by mean validation accuracy: **{display_name(best, 120)}**, "
+            f"validation {pct_pm(best['val_mean'], best['val_std'])}, test "
+            f"{pct_pm(best['test_mean'], best['test_std'])} over {best['n']} seed(s), "
+            f"{millions(best['params'])} parameters, {millions(best['macs'])} MACs."))
+    else:
+        blocks.append(Text("No trial has completed yet: nothing to compare."))
+    blocks.append(Text(
+        "The search selected on the **validation** split (carved from the training set); the "
+        "**test** set was evaluated only for the numbers this report prints and never "
+        "steered the search.", kind="note"))
+    blocks.append(Text(
+        "Statistics count a trial once it completed and was not superseded (a trial whose "
+        "worker died and whose slot was retried). A reused result (copied from an identical "
+        "earlier run) is a real trial with the same numbers, marked *reused*; a second run of "
+        "one configuration with one seed counts once.", kind="note"))
+    return Section("summary", "Summary", blocks)
+
+
+def _unique(values: Sequence[Any]) -> list[Any]:
+    return [v for v, _ in Counter(v for v in values if v is not None
+                                  and not (isinstance(v, float) and math.isnan(v))
+                                  ).most_common()]
+
+
+def _setup(frames: StudyFrames, command: str) -> Section:
+    results = frames.results
+    records = [t.record for t in results.trials if t.record is not None]
+    blocks: list[Any] = []
+    if not records:
+        blocks.append(Text("No run record yet: dataset, hardware and versions are unknown."))
+    else:
+        sources = _unique([r.data_source for r in records])
+        lossy = any(r.lossy_data for r in records)
+        first = records[0]
+        devices = Counter(f"{r.device_name} ({r.device}, {r.precision}, {r.threads} threads)"
+                          for r in records)
+        versions = _unique([", ".join(f"{k} {v}" for k, v in sorted(r.versions.items()))
+                            for r in records])
+        started = _versions(results.meta)
+        created = sorted(r.created for r in records if r.created)
+        bns = _unique([r.bn for r in records])
+        blocks.append(Bullets([
+            f"Dataset: {'; '.join(sources)}.",
+            f"**{'Lossy JPEG copy' if lossy else 'Lossless data'}**: "
+            + ("pixels differ slightly from the official CIFAR-10 files, so accuracies can sit "
+               "a little below those on the official release." if lossy else
+               "no run reports a lossy re-encoding."),
+            f"Images: {first.train_images:,} training, {first.val_images:,} validation (carved "
+            f"from the training set, stratified), {first.test_images:,} test; "
+            f"{first.num_classes} classes.",
+            "Hardware: " + "; ".join(f"{d} x{n} runs" for d, n in devices.most_common())
+            + f"; hosts: {', '.join(_unique([r.host for r in records])[:5])}.",
+            f"Library versions: {' | '.join(versions[:3])}"
+            + (f"; study started with {started}" if started else "") + ".",
+            f"Dates: study created {results.meta.get('created', 'unknown')}; runs finished "
+            f"{created[0] if created else '?'} to {created[-1] if created else '?'}.",
+        ]))
+        blocks.append(Text(
+            "Cost convention (params, MACs, activations, saved bytes per sample): "
+            + " / ".join(convention(bn) for bn in bns) + "."))
+    blocks.append(Text(f"Regenerate this report: `{command}`"))
+    return Section("setup", "Data, hardware and conventions", blocks)
+
+
+def _versions(meta: Mapping[str, Any]) -> str:
+    versions = meta.get("versions")
+    if not isinstance(versions, Mapping):
+        return ""
+    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+
+
+def _front_table(configs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "trial": configs["id"].map(count),
+        "configuration": [display_name(r, 90) for _, r in configs.iterrows()],
+        "seeds": configs["n"].map(count),
+        "validation": [pct_pm(m, s) for m, s in zip(configs["val_mean"], configs["val_std"],
+                                                    strict=True)],
+        "test": [pct_pm(m, s) for m, s in zip(configs["test_mean"], configs["test_std"],
+                                              strict=True)],
+        "params": configs["params"].map(millions),
+        "MACs": configs["macs"].map(millions),
+        "latency ms": configs["latency_ms"].map(ms),
+        "train img/s": configs["train_ips"].map(lambda v: num(v, 4)),
+    })
+
+
+def _fronts(frames: StudyFrames) -> Section:
+    configs = frames.configs
+    blocks: list[Any] = []
+    if configs.empty:
+        blocks.append(Text("No completed trial: no front."))
+        return Section("fronts", "Pareto fronts", blocks)
+    pruned = frames.trials[frames.trials["status"] == "pruned"]
+    blocks.append(Text(
+        "Each point is a configuration: its validation accuracy is the mean over its seeds. "
+        "A configuration is on a front when no other is at least as accurate and at least as "
+        "cheap, and better in one of the two. The front is highlighted and joined; the base "
+        "and the baseline models are marked by name."))
+    for column, label in COST_COLUMNS.items():
+        if not configs[column].notna().any():
+            blocks.append(Text(f"Accuracy against {label}: not measured (the study ran without "
+                               f"it).", kind="note"))
+            continue
+        name = f"pareto_{column.replace('_ms', '')}"
+        figure = plots.pareto_figure(configs, column, label, front=f"front_{column}",
+                                     pruned=pruned)
+        on_front = int(configs[f"front_{column}"].sum())
+        blocks.append(Image(name, plots.png(figure),
+                            f"Validation accuracy against {label}: {on_front} of "
+                            f"{len(configs):,} configurations on the front.",
+                            alt=f"Pareto front of validation accuracy against {label}"))
+    front = configs[configs["on_front"]]
+    objectives = ", ".join(f"{m} ({'max' if d == 'maximize' else 'min'})"
+                           for m, d in frames.objectives)
+    which = (f"the study's objectives ({objectives})" if len(frames.objectives) > 1 else
+             "validation accuracy and MACs (the study has one objective)")
+    blocks.append(Text(f"**The front of {which}**: {len(front)} configuration(s), by MACs."))
+    blocks.append(Table(_front_table(front.sort_values("macs")),
+                        caption="Mean ± standard deviation over seeds. Test accuracy is "
+                                "reported, never selected on."))
+    return Section("fronts", "Pareto fronts", blocks)
+
+
+def _configurations(frames: StudyFrames, paired_val: pd.DataFrame, paired_test: pd.DataFrame,
+                    detailed: pd.DataFrame) -> Section:
+    configs = frames.configs
+    blocks: list[Any] = []
+    if configs.empty:
+        blocks.append(Text("No configuration has a completed run yet."))
+        return Section("configurations", "Configurations over seeds", blocks)
+    top = configs.sort_values("val_mean", ascending=False).head(MAX_CONFIG_ROWS)
+    shown = pd.concat([detailed, top])
+    shown = shown[~shown["config_hash"].duplicated()].sort_values("val_mean", ascending=False)
+    table = _front_table(shown)
+    table["seeds used"] = shown["seeds"].to_numpy()
+    table["on front"] = ["yes" if v else "" for v in shown["on_front"]]
+    table["reused"] = ["reused" if v else "" for v in shown["reused"]]
+    more = len(configs) - len(shown)
+    blocks.append(Table(table, caption=(
+        "Mean ± sample standard deviation over seeds, by mean validation accuracy"
+        + (f"; {more:,} more in configurations.csv" if more > 0 else "") + ".")))
+    reference = _reference_row(frames)
+    if reference is None:
+        blocks.append(Text("No base configuration ran: no paired differences.", kind="note"))
+        return Section("configurations", "Configurations over seeds", blocks)
+    others = shown[shown["config_hash"] != frames.reference]
+    hashes = [h for h in others["config_hash"] if h in paired_val.index
+              and paired_val.loc[h, "n"] > 0]
+    if not hashes:
+        blocks.append(Text(f"No configuration shares a seed with the reference "
+                           f"({display_name(reference)}): no paired differences.", kind="note"))
+        return Section("configurations", "Configurations over seeds", blocks)
+    rows = others.set_index("config_hash").loc[hashes]
+    ref_macs = float(reference["macs"])
+    diff = pd.DataFrame({
+        "configuration": [display_name(r, 90) for _, r in rows.reset_index().iterrows()],
+        "shared seeds": [count(paired_val.loc[h, "n"]) for h in hashes],
+        "Δ validation, points [95% CI]": [points(*paired_val.loc[h, ["mean", "low", "high"]])
+                                          for h in hashes],
+        "Δ test, points [95% CI]": [points(*paired_test.loc[h, ["mean", "low", "high"]])
+                                    if h in paired_test.index else "-" for h in hashes],
+        "Δ MACs": [f"{(float(m) / ref_macs - 1) * 100:+.1f}%" for m in rows["macs"]],
+    })
+    blocks.append(Text(f"**Paired differences against {display_name(reference)}**, on the "
+                       f"seeds both ran (same initialisation and batch order)."))
+    blocks.append(Table(diff, caption=(
+        "Mean of the per-seed differences; the interval is mean ± t(0.975, n-1)·sd/√n over the "
+        "n shared seeds, shown only for n ≥ 2.")))
+    if all(paired_val.loc[h, "n"] < 2 for h in hashes):
+        blocks.append(Text("Every pair shares one seed only, so there is no interval: run the "
+                           "study with repeats ≥ 2 for one.", kind="note"))
+    return Section("configurations", "Configurations over seeds", blocks)
+
+
+def _ablation(frames: StudyFrames, paired_val: pd.DataFrame,
+              paired_test: pd.DataFrame) -> Section | None:
+    configs = frames.configs
+    rows = configs[configs["role"] == "ablation"]
+    reference = _reference_row(frames)
+    if rows.empty or reference is None:
+        return None
+    values = []
+    for text, factor in zip(rows["config"], rows["factor"], strict=True):
+        config = json.loads(text)
+        values.append(config.get(factor, ", ".join(f"{k}={v}" for k, v in config.items())))
+    table = pd.DataFrame({
+        "config_hash": rows["config_hash"].to_numpy(), "factor": rows["factor"].to_numpy(),
+        "value": [json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in values],
+        "n": rows["n"].to_numpy(), "macs": rows["macs"].to_numpy(dtype=float),
+        "params": rows["params"].to_numpy(dtype=float), "reused": rows["reused"].to_numpy(),
+    })
+    for name, paired in (("d_val", paired_val), ("d_test", paired_test)):
+        stats = paired.reindex(table["config_hash"])
+        table[name] = stats["mean"].to_numpy(dtype=float)
+        table[f"{name}_low"] = stats["low"].to_numpy(dtype=float)
+        table[f"{name}_high"] = stats["high"].to_numpy(dtype=float)
+        table[f"{name}_n"] = stats["n"].to_numpy(dtype=float)
+    table["d_macs_pct"] = (table["macs"] / float(reference["macs"]) - 1) * 100
+    table["d_params_pct"] = (table["params"] / float(reference["params"]) - 1) * 100
+    table = table.sort_values(["factor", "value"], kind="stable").reset_index(drop=True)
+    base_name = display_name(reference)
+    shown = pd.DataFrame({
+        "factor": table["factor"], "value": table["value"],
+        "shared seeds": table["d_val_n"].map(count),
+        "Δ validation, points [95% CI]": [points(m, lo, hi) for m, lo, hi in zip(
+            table["d_val"], table["d_val_low"], table["d_val_high"], strict=True)],
+        "Δ test, points [95% CI]": [points(m, lo, hi) for m, lo, hi in zip(
+            table["d_test"], table["d_test_low"], table["d_test_high"], strict=True)],
+        "Δ MACs": [f"{v:+.1f}%" for v in table["d_macs_pct"]],
+        "Δ params": [f"{v:+.1f}%" for v in table["d_params_pct"]],
+        "note": ["reused result" if r else "" for r in table["reused"]],
+    })
+    figure = plots.ablation_figure(table, base_name)
+    return Section("ablation", "Ablation: one factor at a time", [
+        Text(f"Each row changes one factor of {base_name} and keeps the rest; differences are "
+             f"paired on the seeds both ran."),
+        Table(shown, caption="Accuracy changes in percentage points, mean over shared seeds "
+                             "with a t-based 95% interval (n ≥ 2); cost changes are exact."),
+        Image("ablation", plots.png(figure), "Accuracy and MAC changes per factor change.",
+              alt="Ablation: accuracy and MAC change per factor"),
+    ])
+
+
+def _labels(frames: StudyFrames, detailed: pd.DataFrame) -> dict[str, str]:
+    return {str(r["config_hash"]): legend_name(r) for _, r in detailed.iterrows()}
+
+
+def _curves(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
+    if detailed.empty:
+        return Section("curves", "Learning curves", [Text("No completed run.")])
+    labels = _labels(frames, detailed)
+    epochs = epochs_frame(frames, list(labels))
+    figure = plots.learning_curves_figure(epochs, labels)
+    return Section("curves", "Learning curves", [
+        Text(f"The baselines and up to {MAX_DETAILED} models spread along the front: mean "
+             f"over seeds, the band from the lowest to the highest seed."),
+        Image("learning_curves", plots.png(figure),
+              "Validation accuracy and training loss per epoch.", alt="Learning curves"),
+    ])
+
+
+def _layer_table(layers: pd.DataFrame) -> pd.DataFrame:
+    def share(column: str) -> list[str]:
+        return [f"{count(v)} ({s * 100:.1f}%)" if _finite(s) else count(v)
+                for v, s in zip(layers[column], layers[f"{column}_share"], strict=True)]
+
+    return pd.DataFrame({
+        "layer": layers["layer"].map(count), "block": layers["block"].astype(str),
+        "args": layers["args"].astype(str), "output": layers["output"].astype(str),
+        "params (share)": share("params"), "MACs (share)": share("macs"),
+        "saved for backward, bytes/sample (share)": share("saved_bytes"),
+    })
+
+
+def _costs(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
+    blocks: list[Any] = [Text(
+        "Per layer: parameters, multiply-adds and the bytes autograd keeps for the backward "
+        "pass (training memory per sample, fp32), each with its share of the model.")]
+    for _, row in detailed.iterrows():
+        record = frames.record_of(str(row["config_hash"]))
+        if record is None or not record.layers:
+            continue
+        layers = layers_frame(record)
+        name = display_name(row, 80)
+        blocks.append(Text(f"**{name}**"))
+        blocks.append(Table(_layer_table(layers), caption=(
+            f"Totals: {record.params:,} parameters, {record.macs:,} MACs (batch norm "
+            f"{record.bn}), {record.saved_bytes or 0:,} bytes saved per sample.")))
+        figure = plots.layers_figure(layers, name)
+        blocks.append(Image(f"layers_{row['id']}", plots.png(figure),
+                            f"Where the cost of {name} is.", alt=f"Per-layer costs of {name}"))
+    return Section("costs", "Where the cost is", blocks)
+
+
+def _device(frames: StudyFrames) -> str:
+    devices = _unique(list(frames.runs["device_name"]))
+    if not devices:
+        return "unknown device"
+    return devices[0] + (f" (and {len(devices) - 1} other device(s))" if len(devices) > 1
+                         else "")
+
+
+def _speed(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
+    if detailed.empty:
+        return Section("speed", "Training and inference speed", [Text("No completed run.")])
+    reference = _reference_row(frames)
+    device = _device(frames)
+    batch = _unique(list(frames.runs["latency_batch"]))
+    rows = detailed.copy()
+    rows["label"] = [legend_name(r) for _, r in rows.iterrows()]
+    table = pd.DataFrame({
+        "model": [display_name(r, 90) for _, r in rows.iterrows()],
+        "train images/s": [f"{m:.1f} ± {s:.1f}" if _finite(s) else num(m, 4)
+                           for m, s in zip(rows["train_ips"], rows["train_ips_std"],
+                                           strict=True)],
+        "train time s": rows["train_seconds"].map(lambda v: f"{v:,.0f}" if _finite(v) else "-"),
+        "latency ms": rows["latency_ms"].map(ms),
+    })
+    if reference is not None:
+        ref_ips, ref_lat = reference["train_ips"], reference["latency_ms"]
+        table[f"training speed vs {display_name(reference)}"] = [
+            f"{v / ref_ips:.2f}x" if _finite(v) and _finite(ref_ips) else "-"
+            for v in rows["train_ips"]]
+        table[f"inference speed vs {display_name(reference)}"] = [
+            f"{ref_lat / v:.2f}x" if _finite(v) and _finite(ref_lat) else "-"
+            for v in rows["latency_ms"]]
+    figure = plots.speed_figure(rows, device)
+    return Section("speed", "Training and inference speed", [
+        Text(f"Measured on **{device}** by the study's workers: training throughput is the "
+             f"median images/s over a run's epochs (mean over seeds); latency is the median "
+             f"forward time in inference mode at batch {', '.join(map(str, batch)) or '?'} "
+             f"after warm-up."),
+        Table(table, caption="Speed ratios above 1 mean faster than the reference."),
+        Image("speed", plots.png(figure), f"Training and inference speed on {device}.",
+              alt="Training and inference speed"),
+        Text(DEVICE_NOTE, kind="note"),
+    ])
+
+
+def _seed_claims(frames: StudyFrames) -> Section | None:
+    config = frames.results.config
+    train = config.get("train") or {}
+    data = config.get("data") or {}
+    records = [t.record for t in frames.results.trials if t.record is not None]
+    train_images = records[0].train_images if records else None
+    epochs = train.get("epochs")
+    if data.get("train_subset") and train_images is None:
+        train_images = data.get("train_subset")
+    result = claims_mod.seed_comparison(frames.configs, frames.runs.astype(
+        {"test_accuracy": float}), epochs=epochs, train_images=train_images,
+        device=_device(frames))
+    if result is None:
+        return None
+    claims = pd.DataFrame([{"claim": c.claim, "seed document": c.source,
+                            "measured": c.measured, "verdict": c.verdict, "rule": c.rule}
+                           for c in result.claims])
+    verdicts = Counter(c.verdict for c in result.claims)
+    return Section("seed", "The seed study's claims, measured", [
+        Text("The seed document (`shared/reference/seed-cnn-vs-depthwise.md`) expects these "
+             "results after 10 epochs; measured beside them:"),
+        Table(result.expected, caption="The seed's \"Expected Results (10 epochs)\" table "
+                                       "with this study's measurements."),
+        Table(claims, caption=(
+            f"{verdicts.get('confirmed', 0)} confirmed, {verdicts.get('not confirmed', 0)} not "
+            f"confirmed, {verdicts.get('not measured', 0)} not measured. Speed claims hold for "
+            f"the device the study ran on only.")),
+    ])
+
+
+def _diagrams(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
+    blocks: list[Any] = [Text(
+        "Layers top to bottom with block type, kernel, channels, output shape, parameters and "
+        "MACs; the bars show each layer's share of the MACs.")]
+    for _, row in detailed.iterrows():
+        record = frames.record_of(str(row["config_hash"]))
+        if record is None or len(record.layers) != len(record.spec.get("layers") or []):
+            continue
+        name = display_name(row, 80)
+        figure = diagram_figure(record.spec, record.layers, title=name,
+                                note=f"batch norm {record.bn} in MACs; spec hash "
+                                     f"{record.spec_hash}")
+        blocks.append(Image(f"diagram_{row['id']}", plots.png(figure, dpi=110),
+                            f"Architecture of {name}.", alt=f"Architecture of {name}"))
+    return Section("architectures", "Architectures", blocks)
+
+
+def _excluded(frames: StudyFrames) -> Section:
+    out = frames.trials[~frames.trials["in_stats"]]
+    if out.empty:
+        return Section("excluded", "Trials not in the statistics",
+                       [Text("Every trial is in the statistics.")])
+    shown = out.head(MAX_EXCLUDED_ROWS)
+    table = pd.DataFrame({
+        "trial": shown["trial"].map(count), "status": shown["status"].astype(str),
+        "reason": shown["excluded"].astype(str).map(lambda t: _short(t, 120)),
+        "configuration": shown["label"].astype(str).map(lambda t: _short(t, 70)),
+        "seed": shown["seed"].map(count),
+    })
+    more = len(out) - len(shown)
+    return Section("excluded", "Trials not in the statistics", [Table(table, caption=(
+        f"{len(out):,} trial(s)" + (f"; the first {len(shown)} shown, every one in trials.csv"
+                                    if more > 0 else "") + "."))])

@@ -1,0 +1,360 @@
+"""Reports of synthetic studies (tests/synthetic_study.py: realistic storages, nothing
+trained): what counts, the numbers against the records, the files, the self-contained page,
+the seed study's claims, and that no torch is imported."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import synthetic_study as synthetic
+from PIL import Image
+from test_layout import SOURCES, imports
+
+from dwsearch.errors import ReportError
+from dwsearch.report import ReportPaths, make_report
+from dwsearch.report.claims import seed_comparison
+from dwsearch.report.frame import StudyFrames, make_frames
+from dwsearch.report.stats import paired
+from dwsearch.study.results import StudyResults, load_results
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Made:
+    def __init__(self, url: str, name: str, out: Path) -> None:
+        self.url = url
+        self.results: StudyResults = load_results(name, url)
+        self.frames: StudyFrames = make_frames(self.results)
+        self.paths: ReportPaths = make_report(self.results, out)
+        self.html = self.paths.html.read_text(encoding="utf-8")
+        self.markdown = self.paths.markdown.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Made]:
+    root = tmp_path_factory.mktemp("studies")
+    made = {}
+    for kind, build in (("baseline", synthetic.baseline_study),
+                        ("ablation", synthetic.ablation_study),
+                        ("search", synthetic.search_study)):
+        url = f"sqlite:///{root / kind}.db"
+        name = build(url)
+        made[kind] = Made(url, name, root / "reports" / name)
+    return made
+
+
+# -- the synthetic storages are faithful ------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [
+    {"model": "seed_cnn"}, {"model": "seed_dwsep"}, {"layers[0:3].block": "dwsep"},
+    {"layers[0:3].kernel_size": 5, "layers[6].block": "dwsep"},
+    synthetic.random_config(__import__("random").Random(3)),
+])
+def test_synthetic_costs_are_the_real_ones(config: dict) -> None:
+    from dwsearch.costs import profile
+
+    spec = synthetic.apply_config(synthetic.seed_spec("seed_cnn"), config)
+    assert synthetic.layer_rows(spec) == profile(spec).to_rows()
+
+
+def test_synthetic_record_dict_is_to_dict() -> None:
+    record = synthetic.make_record(synthetic.seed_spec("seed_dwsep"), seed=3)
+    # Equal as stored (JSON: tuples and lists alike)
+    assert json.loads(json.dumps(synthetic.record_dict(record))) == json.loads(record.to_json())
+
+
+def test_convention_copy_matches_costs() -> None:
+    from dwsearch.costs import CONVENTION
+    from dwsearch.report.convention import CONVENTION as COPY
+    from dwsearch.report.convention import convention
+
+    assert COPY == CONVENTION
+    from dwsearch.costs import profile
+
+    costs = profile("seed_dwsep", bn="folded")
+    assert convention("folded") == costs.convention
+
+
+# -- what counts ------------------------------------------------------------------------------
+
+
+def test_failed_pruned_and_superseded_trials_stay_out(studies: dict[str, Made]) -> None:
+    frames = studies["search"].frames
+    trials = frames.trials.set_index("trial")
+    reasons = trials["excluded"]
+    assert reasons[3] == "pruned after epoch 3"
+    assert reasons[5].startswith("diverged: non-finite loss")
+    assert reasons[7] == "error: RuntimeError: synthetic worker crash"
+    assert reasons[9].startswith("infeasible: macs 612.4M > 600M")
+    assert reasons[11] == "superseded: retried as trial 12"
+    assert reasons[14] == "same configuration and seed as trial 13 (counted once)"
+    assert bool(trials.loc[14, "reused"]) and not bool(trials.loc[13, "reused"])
+    assert bool(trials.loc[12, "in_stats"])  # the retry counts
+    out = {3, 5, 7, 9, 11, 14}
+    assert set(frames.runs["trial"]) == set(range(40)) - out
+    # Excluded trials are in no configuration and on no front
+    assert frames.configs["n"].sum() == len(frames.runs)
+    assert not frames.configs["id"].isin(list(out)).any()
+    assert frames.configs["on_front"].any()
+
+
+def test_configuration_means_and_stds_are_those_of_the_records(studies: dict[str, Made]
+                                                                ) -> None:
+    made = studies["baseline"]
+    for model in ("seed_cnn", "seed_dwsep"):
+        records = [t.record for t in made.results.trials if t.config == {"model": model}]
+        assert len(records) == 3
+        row = made.frames.configs.set_index("baseline").loc[model]
+        for column, field in (("val_mean", "val_accuracy"), ("test_mean", "test_accuracy")):
+            values = np.array([getattr(r, field) for r in records])
+            assert row[column] == pytest.approx(values.mean())
+        values = np.array([r.val_accuracy for r in records])
+        assert row["val_std"] == pytest.approx(values.std(ddof=1))
+        assert row["seeds"] == "0,1,2" and row["n"] == 3
+        assert row["params"] == records[0].params
+
+
+def test_ablation_differences_are_paired_on_seeds(studies: dict[str, Made]) -> None:
+    made = studies["ablation"]
+    by_config: dict[str, dict[int, float]] = {}
+    for t in made.results.trials:
+        assert t.record is not None
+        by_config.setdefault(json.dumps(t.config), {})[t.info["seed"]] = t.record.val_accuracy
+    base = by_config["{}"]
+    dwsep = by_config[json.dumps({"layers[0:3].block": "dwsep"})]
+    expected = paired([dwsep[s] for s in (0, 1)], [base[s] for s in (0, 1)])
+    section = made.html[made.html.index('id="ablation"'):]
+    row = re.search(r"<td>layers\[0:3\]\.block</td><td>dwsep</td><td[^>]*>2</td>"
+                    r"<td[^>]*>([^<]+)</td>", section)
+    assert row is not None
+    assert row.group(1) == (f"{expected.mean * 100:+.2f} [{expected.low * 100:+.2f}, "
+                            f"{expected.high * 100:+.2f}]")
+    # The factor value equal to the base's own is a reused result: exactly no change
+    reused = re.search(r"<td>layers\[5\]\.p</td><td>0\.05</td><td[^>]*>2</td>"
+                       r"<td[^>]*>([^<]+)</td>.*?<td>reused result</td>", section)
+    assert reused is not None and reused.group(1).startswith("+0.00 [+0.00, +0.00]")
+    assert (made.paths.folder / "ablation.png").is_file()
+
+
+def test_ablation_table_lists_each_factor_change(studies: dict[str, Made]) -> None:
+    section = studies["ablation"].markdown.split("## Ablation")[1].split("\n## ")[0]
+    for factor, values in synthetic.ABLATION_FACTORS.items():
+        for value in values:
+            assert f"| {factor.replace('|', '')} | {value} |" in section.replace("\\", "")
+
+
+# -- files ------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ["trial", "status", "seed", "params", "macs", "activations", "latency_ms",
+               "train_ips", "val_accuracy", "test_accuracy", "train_seconds", "excluded"]
+
+
+@pytest.mark.parametrize("kind", ["baseline", "ablation", "search"])
+def test_report_files(studies: dict[str, Made], kind: str) -> None:
+    made = studies[kind]
+    trials = pd.read_csv(made.paths.trials_csv)
+    assert len(trials) == len(made.results.trials)
+    assert set(CSV_COLUMNS) <= set(trials.columns)
+    if kind == "search":
+        assert "choice:layers[0:3].kernel_size" in trials.columns
+        assert trials.set_index("trial").loc[9, "status"] == "infeasible"
+    configs = pd.read_csv(made.paths.configs_csv)
+    assert len(configs) == len(made.frames.configs)
+    linked = re.findall(r"\]\(([^)]+\.png)\)", made.markdown)
+    assert linked and {made.paths.folder / p for p in linked} == set(made.paths.images)
+    for path in made.paths.images:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 600
+
+
+def test_stale_figures_are_removed(studies: dict[str, Made], tmp_path: Path) -> None:
+    made = studies["baseline"]
+    stale = tmp_path / "diagram_999.png"
+    stale.write_bytes(b"old")
+    keep = tmp_path / "mine.png"
+    keep.write_bytes(b"not the report's")
+    make_report(made.results, tmp_path)
+    assert not stale.exists() and keep.exists()
+
+
+# -- the page ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["baseline", "ablation", "search"])
+def test_page_is_self_contained(studies: dict[str, Made], kind: str) -> None:
+    html = studies[kind].html
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", html)
+    assert not re.search(r"url\(", html)
+    sources = re.findall(r"<img src=\"([^\"]+)\"", html)
+    assert len(sources) == len(studies[kind].paths.images)
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
+            image.verify()
+    assert all(h.startswith("#") for h in re.findall(r"href=\"([^\"]+)\"", html))
+
+
+def test_page_says_what_it_must(studies: dict[str, Made]) -> None:
+    html = studies["baseline"].html
+    for section in ("summary", "setup", "fronts", "configurations", "curves", "costs", "speed",
+                    "seed", "architectures", "excluded"):
+        assert f'id="{section}"' in html, section
+    for text in ("SYNTHETIC STUDY", "Lossy JPEG copy", "1 multiply-add = 1 MAC",
+                 "batch norm 1 MAC per element (counted)", "torch 2.14.1", synthetic.DEVICE_NAME,
+                 "never steered the search", "Regenerate this report", "Pareto front",
+                 "Paired differences against seed_cnn (base)", "images/s", "latency ms",
+                 "saved for backward", "2026-11-25"):
+        assert text in html, text
+    for figure in ("pareto_params", "pareto_macs", "pareto_latency", "learning_curves",
+                   "speed", "diagram_0", "diagram_3", "layers_0", "layers_3"):
+        assert f'id="fig-{figure}"' in html, figure
+    assert 'id="ablation"' not in html and 'id="ablation"' in studies["ablation"].html
+    assert 'id="seed"' not in studies["search"].html
+
+
+def test_excluded_trials_are_listed_with_reasons(studies: dict[str, Made]) -> None:
+    section = studies["search"].markdown.split("## Trials not in the statistics")[1]
+    for reason in ("pruned after epoch 3", "synthetic worker crash", "superseded: retried as "
+                   "trial 12", "infeasible: macs 612.4M", "counted once"):
+        assert reason in section
+
+
+def test_seed_claims_in_the_baseline_report(studies: dict[str, Made]) -> None:
+    section = studies["baseline"].markdown.split("## The seed study's claims, measured")[1]
+    section = section.split("\n## ")[0]
+    assert "~70-75%" in section and "~68-73%" in section and "30-50% faster" in section
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines()
+            if line.startswith("| ")}
+    assert "| not confirmed |" in rows["~8-9x fewer parameters with depthwise separable "
+                                       "convolutions"]
+    assert "1.02x (18,435,210 / 18,092,395)" in section
+    assert "1.44x (490,345,472 / 339,905,536 MACs" in section
+    assert "| not confirmed |" in rows["Depthwise CNN uses less memory"]  # 4.61 vs 3.58 MiB
+    assert "4.61 vs 3.58 MiB saved for backward per sample" in section
+
+
+# -- claims: the rules, on hand-made numbers --------------------------------------------------
+
+
+def _pair(**changes: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cnn = {"config_hash": "c", "baseline": "seed_cnn", "n": 3, "params": 18_435_210,
+           "macs": 490_345_472, "saved_bytes": 3_758_592, "test_mean": 0.7041,
+           "test_std": 0.004, "train_ips": 100.0, "train_seconds": 4500.0, "latency_ms": 4.0}
+    dw = {"config_hash": "d", "baseline": "seed_dwsep", "n": 3, "params": 18_092_395,
+          "macs": 339_905_536, "saved_bytes": 4_831_744, "test_mean": 0.69,
+          "test_std": 0.005, "train_ips": 125.0, "train_seconds": 3600.0, "latency_ms": 3.0}
+    cnn.update(changes.get("cnn", {}))
+    dw.update(changes.get("dw", {}))
+    runs = pd.DataFrame([{"config_hash": h, "seed": s, "test_accuracy": acc + d}
+                         for h, acc in (("c", cnn["test_mean"]), ("d", dw["test_mean"]))
+                         for s, d in ((0, -0.001), (1, 0.0), (2, 0.001))])
+    return pd.DataFrame([cnn, dw]), runs
+
+
+def _verdicts(configs: pd.DataFrame, runs: pd.DataFrame, epochs: int = 10) -> dict[str, str]:
+    result = seed_comparison(configs, runs, epochs=epochs, train_images=45_000, device="cpu")
+    assert result is not None
+    return {c.claim: c.verdict for c in result.claims}
+
+
+def test_claim_rules() -> None:
+    verdicts = _verdicts(*_pair())
+    assert verdicts == {
+        "Standard CNN test accuracy ~70-75% after 10 epochs": "confirmed",
+        "Depthwise CNN test accuracy ~68-73% after 10 epochs": "confirmed",
+        "Standard CNN has ~10-15M parameters": "not confirmed",
+        "Depthwise CNN has ~1-2M parameters": "not confirmed",
+        "~8-9x fewer parameters with depthwise separable convolutions": "not confirmed",
+        "~8-9x fewer FLOPs with depthwise separable convolutions": "not confirmed",
+        "Comparable or slightly lower accuracy (1-3% trade-off)": "confirmed",  # -1.41 points
+        "Depthwise CNN trains 30-50% faster": "not confirmed",  # 1.25x
+        "Depthwise CNN has faster inference": "confirmed",
+        "Depthwise CNN uses less memory": "not confirmed",
+    }
+    # The seed's own numbers would confirm it
+    verdicts = _verdicts(*_pair(cnn={"params": 12e6, "macs": 9e8}, dw={
+        "params": 1.5e6, "macs": 1e8, "train_ips": 140.0, "saved_bytes": 1_000_000}))
+    assert verdicts["~8-9x fewer parameters with depthwise separable convolutions"] == "confirmed"
+    assert verdicts["~8-9x fewer FLOPs with depthwise separable convolutions"] == "confirmed"
+    assert verdicts["Standard CNN has ~10-15M parameters"] == "confirmed"
+    assert verdicts["Depthwise CNN has ~1-2M parameters"] == "confirmed"
+    assert verdicts["Depthwise CNN trains 30-50% faster"] == "confirmed"
+    assert verdicts["Depthwise CNN uses less memory"] == "confirmed"
+    # A bigger accuracy drop, no latency, and a short recipe
+    verdicts = _verdicts(*_pair(dw={"test_mean": 0.66, "latency_ms": math.nan}))
+    assert verdicts["Comparable or slightly lower accuracy (1-3% trade-off)"] == "not confirmed"
+    assert verdicts["Depthwise CNN test accuracy ~68-73% after 10 epochs"] == "not confirmed"
+    assert verdicts["Depthwise CNN has faster inference"] == "not measured"
+    verdicts = _verdicts(*_pair(), epochs=2)
+    assert verdicts["Standard CNN test accuracy ~70-75% after 10 epochs"] == "not measured"
+    assert verdicts["Standard CNN has ~10-15M parameters"] == "not confirmed"  # costs still hold
+    configs, runs = _pair()
+    assert seed_comparison(configs.iloc[:1], runs, epochs=10, train_images=45_000,
+                           device="cpu") is None
+
+
+# -- robustness -------------------------------------------------------------------------------
+
+
+def test_study_without_completed_trials(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    base = synthetic.seed_spec("seed_cnn")
+    trials = [synthetic.Trial({}, base, 0, 0, "base", status="error",
+                              error="RuntimeError: out of memory"),
+              synthetic.Trial({}, base, 1, 1, "base", status="pruned", stop_after=1)]
+    name = synthetic.write_study(url, {"name": "nothing-done", "base": "seed_cnn",
+                                       "sampler": "grid", "repeats": 2}, trials,
+                                 base_name="seed_cnn", base_spec=base, baselines=[base])
+    paths = make_report(load_results(name, url), tmp_path / "out")
+    html = paths.html.read_text()
+    assert "No trial has completed yet" in html and "out of memory" in html
+    assert pd.read_csv(paths.trials_csv).shape[0] == 2
+
+
+def test_unwritable_folder_is_a_report_error(studies: dict[str, Made], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ReportError, match="cannot create the report folder"):
+        make_report(studies["baseline"].results, blocker / "sub")
+
+
+# -- no torch ---------------------------------------------------------------------------------
+
+
+def test_report_never_imports_torch(studies: dict[str, Made], tmp_path: Path) -> None:
+    made = studies["ablation"]
+    code = (
+        "import sys\n"
+        "from dwsearch.cli import main\n"
+        f"main(['report', {made.results.name!r}, '--storage', {made.url!r}, '--out', "
+        f"{str(tmp_path / 'r')!r}], standalone_mode=False)\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'fvcore') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+    assert (tmp_path / "r" / "index.html").is_file()
+
+
+def test_report_modules_import_no_model_code() -> None:
+    banned = ("torch", "torchvision", "fvcore", "dwsearch.builder", "dwsearch.costs",
+              "dwsearch.run", "dwsearch.blocks", "dwsearch.train")
+    for name, path in SOURCES.items():
+        if name.startswith("dwsearch.report") and name != "dwsearch.report.export":
+            bad = [m for m in imports(path) if m.split(".")[0] in banned or any(
+                m == b or m.startswith(b + ".") for b in banned)]
+            assert not bad, (name, bad)
