@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
+from matplotlib.ticker import Formatter, LogLocator, NullFormatter, PercentFormatter
 
 __all__ = [
     "ablation_figure",
@@ -63,7 +64,23 @@ def human(value: float, unit: str = "") -> str:
     return f"{value:.3g}{unit}"
 
 
-_HUMAN_AXIS = FuncFormatter(lambda v, _pos: human(v))
+class HumanFormatter(Formatter):
+    """Tick labels like 18.1M, 18.2M: one scale for the axis and as many decimals as it takes
+    for neighbouring ticks to read differently."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return human(x)
+
+    def format_ticks(self, values: Any) -> list[str]:
+        values = [float(v) for v in values]
+        top = max((abs(v) for v in values), default=0.0)
+        suffix, scale = next(((s, f) for s, f in (("G", 1e9), ("M", 1e6), ("k", 1e3))
+                              if top >= f), ("", 1.0))
+        for decimals in range(5):
+            labels = [f"{v / scale:.{decimals}f}{suffix}" for v in values]
+            if len(set(labels)) == len(labels):
+                return labels
+        return labels
 
 
 def pareto_figure(
@@ -112,7 +129,7 @@ def pareto_figure(
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.xaxis.set_major_formatter(_HUMAN_AXIS)
+    ax.xaxis.set_major_formatter(HumanFormatter())
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     ax.set_xlabel(f"{cost_label} (lower is better)")
     ax.set_ylabel(accuracy_label)

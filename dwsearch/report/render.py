@@ -42,6 +42,7 @@ class Image:
     png: bytes
     caption: str
     alt: str = ""
+    half: bool = False  # in the page, two side by side
 
 
 Block = Text | Bullets | Table | Image
@@ -131,8 +132,8 @@ p.subtitle { color: var(--muted); margin-top: 0; }
 p.note { color: var(--muted); font-size: 13px; }
 .banner { background: #fff4e5; border: 1px solid #f0b95a; padding: 10px 14px; border-radius: 6px;
           font-weight: 600; }
-nav { font-size: 14px; margin: 14px 0 4px; }
-nav a { margin-right: 14px; color: #0b5cad; text-decoration: none; white-space: nowrap; }
+nav { font-size: 14px; margin: 14px 0 4px; display: flex; flex-wrap: wrap; gap: 4px 16px; }
+nav a { color: #0b5cad; text-decoration: none; white-space: nowrap; }
 code { font: 13px ui-monospace, "DejaVu Sans Mono", monospace; background: #f1f3f5;
        padding: 0 3px; border-radius: 3px; }
 .table-wrap { overflow-x: auto; margin: 8px 0 4px; }
@@ -148,8 +149,13 @@ td.not-measured { color: var(--muted); font-style: italic; }
 caption { caption-side: bottom; text-align: left; color: var(--muted); font-size: 12.5px;
           padding-top: 4px; }
 figure { margin: 14px 0 18px; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figure img { width: 100%; max-width: 880px; height: auto; border: 1px solid var(--line);
+             border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 13px; }
+figure.half { display: inline-block; vertical-align: top; width: calc(50% - 10px);
+              margin-right: 6px; }
+figure.half img { max-width: 100%; }
+@media (max-width: 900px) { figure.half { width: 100%; } }
 """
 
 _VERDICTS = {"confirmed": "confirmed", "not confirmed": "not-confirmed",
@@ -213,7 +219,8 @@ def render_html(doc: Document) -> str:
                 body.append(_html_table(block))
             else:
                 alt = html.escape(block.alt or block.caption, quote=True)
-                body.append(f'<figure id="fig-{html.escape(block.name)}">'
+                half = ' class="half"' if block.half else ""
+                body.append(f'<figure id="fig-{html.escape(block.name)}"{half}>'
                             f'<img src="{_data_uri(block.png)}" alt="{alt}">'
                             f"<figcaption>{_inline(block.caption)}</figcaption></figure>")
         body.append("</section>")
