@@ -113,11 +113,11 @@ def test_report_by_name_into_the_default_folder(default_dir: Path, tmp_path: Pat
 
 
 def test_report_from_a_study_file(default_dir: Path, tmp_path: Path) -> None:
-    study = tmp_path / "search.yaml"
+    study = tmp_path / "baseline.yaml"
     study.write_text(
-        "name: synthetic-search\nbase: seed_cnn\nsampler: nsga2\nn_trials: 16\n"
-        f"storage: sqlite:///{default_dir / 'synthetic-search.db'}\n"
-        "space:\n  layers[6].block: [conv, dwsep]\nobjectives: [val_accuracy:max, macs:min]\n")
+        "name: synthetic-baseline\nbase: seed_cnn\nsampler: grid\nrepeats: 3\n"
+        f"storage: sqlite:///{default_dir / 'synthetic-baseline.db'}\n"
+        "space:\n  model: [seed_cnn, seed_dwsep]\n")
     code, out = run("report", str(study), "--out", str(tmp_path / "out"))
     assert code == 0, out
     assert (tmp_path / "out" / "index.html").is_file()
@@ -166,8 +166,9 @@ def test_draw_png_and_svg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "seed_dwsep.png  (14 layers, 18,092,395 params, 339,905,536 MACs)" in out
     with Image.open(tmp_path / "seed_dwsep.png") as image:
         assert image.format == "PNG" and image.height > 1000  # 14 layers, top to bottom
-    code, out = run("draw", "seed_cnn", "--set", "layers[0:3].block=dwsep", "--set",
-                    "layers[0:3].bias=null", "--out", "d/variant.svg", "--bn", "folded")
+    (tmp_path / "tiny.yaml").write_text(ModelSpec.from_dict(TINY).to_yaml())
+    code, out = run("draw", "tiny.yaml", "--set", "layers[0].block=dwsep", "--out",
+                    "d/variant.svg", "--bn", "folded")
     assert code == 0, out
     svg = (tmp_path / "d" / "variant.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg

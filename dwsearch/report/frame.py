@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,14 +61,39 @@ _STATE_STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "error",
 MAX_DETAILED = 8
 
 
+_ONE_LAYER = re.compile(r"^layers\[(\d+)\]\.(\w+)$")
+
+
 def config_label(config: Mapping[str, Any], name: str | None = None) -> str:
     """A configuration for people: the base's name for ``{}``, the model for ``{model: m}``,
-    else ``key=value`` pairs."""
+    else ``key=value`` pairs joined by "; ", with per-layer choices of one argument merged
+    (``layers[0].block=dwsep`` and ``layers[1].block=conv`` read
+    ``layers[0,1].block=dwsep,conv``)."""
     if not config:
         return name or "base"
     parts = [str(config["model"])] if "model" in config else []
-    parts += [f"{k}={_short(v)}" for k, v in config.items() if k != "model"]
-    return ", ".join(parts)
+    merged: dict[str, list[tuple[str, str]]] = {}
+    for key, value in config.items():
+        if key == "model":
+            continue
+        match = _ONE_LAYER.match(key)
+        if match is None:
+            parts.append(f"{key}={_short(value)}")
+            continue
+        if match[2] not in merged:
+            merged[match[2]] = []
+            parts.append(f"\0{match[2]}")  # placeholder: filled once every layer is seen
+        merged[match[2]].append((match[1], _short(value)))
+    out = []
+    for part in parts:
+        if part.startswith("\0"):
+            items = merged[part[1:]]
+            values = [v for _, v in items]
+            shown = values[0] if len(set(values)) == 1 else ",".join(values)
+            out.append(f"layers[{','.join(i for i, _ in items)}].{part[1:]}={shown}")
+        else:
+            out.append(part)
+    return "; ".join(out)
 
 
 def _short(value: Any) -> str:

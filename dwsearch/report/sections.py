@@ -288,7 +288,7 @@ def _versions(meta: Mapping[str, Any]) -> str:
 def _front_table(configs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "trial": configs["id"].map(count),
-        "configuration": [display_name(r, 90) for _, r in configs.iterrows()],
+        "configuration": [display_name(r, 200) for _, r in configs.iterrows()],
         "seeds": configs["n"].map(count),
         "validation": [pct_pm(m, s) for m, s in zip(configs["val_mean"], configs["val_std"],
                                                     strict=True)],
@@ -325,7 +325,8 @@ def _fronts(frames: StudyFrames) -> Section:
         blocks.append(Image(name, plots.png(figure),
                             f"Validation accuracy against {label}: {on_front} of "
                             f"{len(configs):,} configurations on the front.",
-                            alt=f"Pareto front of validation accuracy against {label}"))
+                            alt=f"Pareto front of validation accuracy against {label}",
+                            half=True))
     front = configs[configs["on_front"]]
     objectives = ", ".join(f"{m} ({'max' if d == 'maximize' else 'min'})"
                            for m, d in frames.objectives)
@@ -370,7 +371,7 @@ def _configurations(frames: StudyFrames, paired_val: pd.DataFrame, paired_test: 
     rows = others.set_index("config_hash").loc[hashes]
     ref_macs = float(reference["macs"])
     diff = pd.DataFrame({
-        "configuration": [display_name(r, 90) for _, r in rows.reset_index().iterrows()],
+        "configuration": [display_name(r, 200) for _, r in rows.reset_index().iterrows()],
         "shared seeds": [count(paired_val.loc[h, "n"]) for h in hashes],
         "Δ validation, points [95% CI]": [points(*paired_val.loc[h, ["mean", "low", "high"]])
                                           for h in hashes],
@@ -506,7 +507,7 @@ def _speed(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
     rows = detailed.copy()
     rows["label"] = [legend_name(r) for _, r in rows.iterrows()]
     table = pd.DataFrame({
-        "model": [display_name(r, 90) for _, r in rows.iterrows()],
+        "model": [display_name(r, 200) for _, r in rows.iterrows()],
         "train images/s": [f"{m:.1f} ± {s:.1f}" if _finite(s) else num(m, 4)
                            for m, s in zip(rows["train_ips"], rows["train_ips_std"],
                                            strict=True)],
