@@ -39,8 +39,7 @@ SYNTHETIC = "synthetic"
 DEVICE_NOTE = (
     "Speeds hold for the device named only: block choices rank differently by device. In this "
     "project's measurements seed_dwsep trained 1.12-1.32x faster than seed_cnn on a 2-core CPU "
-    "but about 1.6x slower on an H100 (10 epochs: 43 s against 27 s), where depthwise "
-    "convolutions are memory-bound."
+    "but about 1.6x slower on an H100 (10 epochs: 43 s against 27 s)."
 )
 
 
@@ -227,7 +226,7 @@ def _summary(frames: StudyFrames) -> Section:
     blocks.append(Text(
         "Statistics count a trial once it completed and was not superseded (a trial whose "
         "worker died and whose slot was retried). A reused result (copied from an identical "
-        "earlier run) is a real trial with the same numbers, marked *reused*; a second run of "
+        "earlier run) is a real trial with the same numbers, marked reused; a second run of "
         "one configuration with one seed counts once.", kind="note"))
     return Section("summary", "Summary", blocks)
 
@@ -479,12 +478,12 @@ def _costs(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
         if record is None or not record.layers:
             continue
         layers = layers_frame(record)
-        name = display_name(row, 80)
+        name = display_name(row, 200)
         blocks.append(Text(f"**{name}**"))
         blocks.append(Table(_layer_table(layers), caption=(
             f"Totals: {record.params:,} parameters, {record.macs:,} MACs (batch norm "
             f"{record.bn}), {record.saved_bytes or 0:,} bytes saved per sample.")))
-        figure = plots.layers_figure(layers, name)
+        figure = plots.layers_figure(layers, legend_name(row))
         blocks.append(Image(f"layers_{row['id']}", plots.png(figure),
                             f"Where the cost of {name} is.", alt=f"Per-layer costs of {name}"))
     return Section("costs", "Where the cost is", blocks)
@@ -503,16 +502,20 @@ def _speed(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
         return Section("speed", "Training and inference speed", [Text("No completed run.")])
     reference = _reference_row(frames)
     device = _device(frames)
-    batch = _unique(list(frames.runs["latency_batch"]))
+    batch = [int(b) for b in _unique(list(frames.runs["latency_batch"])) if _finite(b)]
     rows = detailed.copy()
+    names = [display_name(r, 200) for _, r in rows.iterrows()]
     rows["label"] = [legend_name(r) for _, r in rows.iterrows()]
     table = pd.DataFrame({
-        "model": [display_name(r, 200) for _, r in rows.iterrows()],
+        "model": names,
         "train images/s": [f"{m:.1f} ± {s:.1f}" if _finite(s) else num(m, 4)
                            for m, s in zip(rows["train_ips"], rows["train_ips_std"],
                                            strict=True)],
         "train time s": rows["train_seconds"].map(lambda v: f"{v:,.0f}" if _finite(v) else "-"),
         "latency ms": rows["latency_ms"].map(ms),
+        "inference images/s": [
+            f"{batch[0] * 1000 / v:,.0f}" if _finite(v) and batch else "-"
+            for v in rows["latency_ms"]],
     })
     if reference is not None:
         ref_ips, ref_lat = reference["train_ips"], reference["latency_ms"]
@@ -573,8 +576,8 @@ def _diagrams(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
         record = frames.record_of(str(row["config_hash"]))
         if record is None or len(record.layers) != len(record.spec.get("layers") or []):
             continue
-        name = display_name(row, 80)
-        figure = diagram_figure(record.spec, record.layers, title=name,
+        name = display_name(row, 200)
+        figure = diagram_figure(record.spec, record.layers, title=legend_name(row),
                                 note=f"batch norm {record.bn} in MACs; spec hash "
                                      f"{record.spec_hash}")
         blocks.append(Image(f"diagram_{row['id']}", plots.png(figure, dpi=110),
