@@ -267,6 +267,7 @@ class Trial:
     weights: str | None = None
     name: str | None = None
     extra_info: dict[str, Any] = field(default_factory=dict)
+    record: RunRecord | None = None  # a real run's record, stored instead of a made-up one
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -318,11 +319,17 @@ def _params(config: Mapping[str, Any]) -> dict[str, Any]:
 def write_study(
     storage: str, study: Mapping[str, Any], trials: Sequence[Trial], *,
     base_name: str | None, base_spec: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]],
-    epochs: int = 10,
+    epochs: int = 10, source: str = SOURCE,
 ) -> str:
     """Store ``trials`` as a new study described by the study-file data ``study``; returns the
     study name. Records are made here (:func:`make_record`), with reuse, pruning and failure
-    as each trial says."""
+    as each trial says, unless a trial brings its own (real) record; then the base and
+    baselines are marked by their canonical hashes, as real runs store them (torch)."""
+    real = any(t.record is not None for t in trials)
+
+    def spec_hash(spec: Mapping[str, Any]) -> str:
+        return ModelSpec.from_dict(spec).hash() if real else written_hash(spec)
+
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
@@ -336,12 +343,10 @@ def write_study(
     made = optuna.create_study(study_name=config["name"], storage=backend,
                                directions=directions)
     made.set_user_attr("dwsearch", {
-        "format": 1, "name": config["name"], "source": SOURCE, "config": config,
+        "format": 1, "name": config["name"], "source": source, "config": config,
         "objectives": objectives,
-        "base": {"name": base_name, "hash": ModelSpec.from_dict(base_spec).written_hash(),
-                 "spec": dict(base_spec)},
-        "baselines": [{"name": b.get("name"), "hash": ModelSpec.from_dict(b).written_hash()}
-                      for b in baselines],
+        "base": {"name": base_name, "hash": spec_hash(base_spec), "spec": dict(base_spec)},
+        "baselines": [{"name": b.get("name"), "hash": spec_hash(b)} for b in baselines],
         "created": "2026-11-25T11:00:00+00:00", "versions": dict(VERSIONS),
     })
     # Optuna wants one distribution per parameter for the whole study: every value seen.
@@ -355,7 +360,9 @@ def write_study(
     plain: dict[int, dict[str, Any]] = {}
     for number, t in enumerate(trials):
         record: RunRecord | None
-        if t.reused_from is not None and t.reused_from in records:
+        if t.record is not None:
+            record = t.record
+        elif t.reused_from is not None and t.reused_from in records:
             record = records[t.reused_from]
             if t.name and t.name != record.name:
                 record = replace(record, name=t.name)

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import synthetic_study as synthetic
 from PIL import Image
+from realdata import require_cifar10
 from test_layout import SOURCES, imports
 
 from dwsearch.errors import ReportError
@@ -360,3 +361,56 @@ def test_report_modules_import_no_model_code() -> None:
             bad = [m for m in imports(path) if m.split(".")[0] in banned or any(
                 m == b or m.startswith(b + ".") for b in banned)]
             assert not bad, (name, bad)
+
+
+# -- real runs --------------------------------------------------------------------------------
+
+TINY_CONV = {"name": "tiny_conv", "input": [3, 32, 32], "num_classes": 10, "layers": [
+    {"block": "conv", "out_channels": 8}, {"block": "maxpool", "kernel_size": 4},
+    {"block": "conv", "out_channels": 16}, {"block": "maxpool", "kernel_size": 4},
+    {"block": "flatten"}, {"block": "linear", "out_features": 10}]}
+TINY_DWSEP = {**TINY_CONV, "name": "tiny_dwsep", "layers": [
+    {"block": "dwsep", "out_channels": 8}, *TINY_CONV["layers"][1:2],
+    {"block": "dwsep", "out_channels": 16}, *TINY_CONV["layers"][3:]]}
+
+
+def test_report_of_real_runs(tmp_path: Path) -> None:
+    """Records from dwsearch.run.train_spec on the real CIFAR-10 copy (two tiny models, two
+    seeds, 2 epochs on 500 images): everything the runner stores flows into the report."""
+    from dwsearch.data.config import DataConfig
+    from dwsearch.run import load_data, train_spec
+    from dwsearch.train.config import TrainConfig
+
+    data_config = DataConfig(data_dir=str(require_cifar10()), val_size=250,
+                             train_subset=500, test_subset=250, seed=0)
+    splits = load_data(synthetic.ModelSpec.from_dict(TINY_CONV), data_config)
+    trials = []
+    for role, spec in (("base", TINY_CONV), ("grid", TINY_DWSEP)):
+        for repeat, seed in enumerate((0, 1)):
+            record = train_spec(spec, splits, TrainConfig(epochs=2, seed=seed, threads=2),
+                                latency=True, data_config=data_config, progress=False)
+            trials.append(synthetic.Trial({"model": spec["name"]}, spec, repeat, seed, role,
+                                          record=record))
+    url = f"sqlite:///{tmp_path / 'real.db'}"
+    name = synthetic.write_study(
+        url, {"name": "tiny-real", "base": "seed_cnn", "sampler": "grid", "repeats": 2,
+              "space": {"model": ["tiny_conv", "tiny_dwsep"]}, "train": {"epochs": 2}},
+        trials, base_name="tiny_conv", base_spec=TINY_CONV, baselines=[TINY_CONV, TINY_DWSEP],
+        source="tests/test_report.py (real runs, tiny models)")
+    results = load_results(name, url)
+    paths = make_report(results, tmp_path / "report")
+    frames = make_frames(results)
+    configs = frames.configs.set_index("baseline")
+    assert list(configs.index) == ["tiny_conv", "tiny_dwsep"]
+    assert list(configs["n"]) == [2, 2] and bool(configs.loc["tiny_conv", "is_base"])
+    html = paths.html.read_text()
+    record = trials[0].record
+    assert record is not None and record.lossy_data and record.latency is not None
+    assert "SYNTHETIC" not in html and "Lossy JPEG copy" in html
+    assert record.device_name in html and f"torch {record.versions['torch']}" in html
+    assert f"{record.params:,} parameters" in html  # the per-layer table's totals
+    assert 'id="fig-pareto_latency"' in html and 'id="fig-learning_curves"' in html
+    # Both seeds shared: a paired difference with an interval
+    assert re.search(r"<td>tiny_dwsep</td><td class=\"num\">2</td><td[^>]*>[-+]\d+\.\d\d "
+                     r"\[[-+]\d+\.\d\d, [-+]\d+\.\d\d\]</td>", html)
+    assert 'id="seed"' not in html  # not the seed backbones: no claims
