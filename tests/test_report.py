@@ -32,11 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class Made:
-    def __init__(self, url: str, name: str, out: Path) -> None:
+    def __init__(self, url: str, name: str, out: Path, detail: int) -> None:
         self.url = url
         self.results: StudyResults = load_results(name, url)
         self.frames: StudyFrames = make_frames(self.results)
-        self.paths: ReportPaths = make_report(self.results, out)
+        self.paths: ReportPaths = make_report(self.results, out, detail=detail)
         self.html = self.paths.html.read_text(encoding="utf-8")
         self.markdown = self.paths.markdown.read_text(encoding="utf-8")
 
@@ -45,12 +45,13 @@ class Made:
 def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Made]:
     root = tmp_path_factory.mktemp("studies")
     made = {}
-    for kind, build in (("baseline", synthetic.baseline_study),
-                        ("ablation", synthetic.ablation_study),
-                        ("search", synthetic.search_study)):
+    # The search shows 3 front models in detail (default 8): the same sections, fewer figures
+    for kind, build, detail in (("baseline", synthetic.baseline_study, 8),
+                                ("ablation", synthetic.ablation_study, 8),
+                                ("search", synthetic.search_study, 3)):
         url = f"sqlite:///{root / kind}.db"
         name = build(url)
-        made[kind] = Made(url, name, root / "reports" / name)
+        made[kind] = Made(url, name, root / "reports" / name, detail)
     return made
 
 

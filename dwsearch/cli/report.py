@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from dwsearch.cli._common import load_spec_with, spec_options
+from dwsearch.report import DEFAULT_DETAIL
 
 _STORAGE_HELP = ("Optuna storage URL (sqlite:///PATH, postgresql://..., journal:///PATH); "
                  "default: the study's SQLite file in $DWSEARCH_STUDY_DIR or "
@@ -20,7 +21,10 @@ _STORAGE_HELP = ("Optuna storage URL (sqlite:///PATH, postgresql://..., journal:
 @click.option("--storage", help=_STORAGE_HELP)
 @click.option("--out", type=click.Path(path_type=Path),
               help="Folder to write into; default: reports/<study>/.")
-def report(study: str | None, storage: str | None, out: Path | None) -> None:
+@click.option("--detail", type=click.IntRange(min=0), default=DEFAULT_DETAIL, show_default=True,
+              help="Front models (besides the baselines) shown with learning curves, "
+                   "per-layer costs and diagrams.")
+def report(study: str | None, storage: str | None, out: Path | None, detail: int) -> None:
     """Write the report of STUDY (a study file or a study name): index.html (one
     self-contained page), README.md with PNG plots, trials.csv and configurations.csv.
 
@@ -39,7 +43,9 @@ def report(study: str | None, storage: str | None, out: Path | None) -> None:
     if storage:
         command += f" --storage '{results.storage}'"
     command += f" --out {folder}"
-    paths = make_report(results, folder, command=command)
+    if detail != DEFAULT_DETAIL:
+        command += f" --detail {detail}"
+    paths = make_report(results, folder, command=command, detail=detail)
     states: dict[str, int] = {}
     for trial in results.trials:
         states[trial.state] = states.get(trial.state, 0) + 1

@@ -23,7 +23,12 @@ from pathlib import Path
 from dwsearch.errors import ReportError, StudyError, reason
 from dwsearch.study.results import StudyResults
 
-__all__ = ["ReportPaths", "make_report", "open_study", "study_name_and_storage"]
+__all__ = ["DEFAULT_DETAIL", "ReportPaths", "make_report", "open_study",
+           "study_name_and_storage"]
+
+# Front models (besides the baselines) a report shows with learning curves, per-layer costs
+# and diagrams, spread along the front.
+DEFAULT_DETAIL = 8
 
 # Files a report writes; stale ones of these patterns from an earlier report are removed.
 _OWN_PNG = re.compile(r"^(pareto_\w+|ablation|learning_curves|speed|layers_\d+|diagram_\d+)"
@@ -92,12 +97,13 @@ def _write(path: Path, data: bytes | str) -> None:
 
 
 def make_report(results: StudyResults, out_dir: str | Path, *,
-                command: str | None = None) -> ReportPaths:
+                command: str | None = None, detail: int = DEFAULT_DETAIL) -> ReportPaths:
     """Write the report of ``results`` into ``out_dir`` (created if needed).
 
     ``command`` is the line printed as the way to regenerate the report (default: ``dwsearch
-    report NAME --storage URL --out DIR``). Raises :class:`ReportError` when the folder cannot
-    be written.
+    report NAME --storage URL --out DIR``); ``detail`` is how many front models (besides the
+    baselines) get learning curves, per-layer costs and diagrams. Raises
+    :class:`ReportError` when the folder cannot be written.
     """
     from dwsearch.report.frame import make_frames
     from dwsearch.report.render import render_html, render_markdown
@@ -114,7 +120,8 @@ def make_report(results: StudyResults, out_dir: str | Path, *,
         raise ReportError(f"{folder}: the report folder is not writable")
     frames = make_frames(results)
     timings["frames"] = time.perf_counter() - start
-    doc = build_document(frames, command=command or default_command(results, folder))
+    doc = build_document(frames, command=command or default_command(results, folder),
+                         detail=detail)
     timings["figures"] = time.perf_counter() - start - timings["frames"]
     images = []
     for image in doc.images():

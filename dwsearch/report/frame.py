@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from dwsearch.records import RunRecord
+from dwsearch.report import DEFAULT_DETAIL
 from dwsearch.report.pareto import pareto_mask
 from dwsearch.study.results import StudyResults, TrialResult
 
@@ -56,9 +57,7 @@ OBJECTIVE_COLUMNS = {
 COST_COLUMNS = {"params": "parameters", "macs": "MACs", "latency_ms": "latency (ms)"}
 _STATE_STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "error",
                  "RUNNING": "running", "WAITING": "waiting"}
-# Front models shown in detail (learning curves, diagrams, per-layer costs): at most this many,
-# spread along the front, besides the baselines.
-MAX_DETAILED = 8
+MAX_DETAILED = DEFAULT_DETAIL
 
 
 _ONE_LAYER = re.compile(r"^layers\[(\d+)\]\.(\w+)$")
@@ -230,15 +229,17 @@ class StudyFrames:
         number = int(rows["trial"].iloc[0])
         return next(t.record for t in self.results.trials if t.number == number)
 
-    def detailed(self) -> pd.DataFrame:
-        """The configurations shown in detail: the baselines, then up to
-        :data:`MAX_DETAILED` front models spread along the front (by MACs)."""
+    def detailed(self, limit: int = MAX_DETAILED) -> pd.DataFrame:
+        """The configurations shown in detail: the baselines, then up to ``limit`` front
+        models spread along the front (by MACs), the most accurate always among them."""
         configs = self.configs
         baselines = configs[configs["baseline"].notna()]
         front = configs[configs["on_front"] & configs["baseline"].isna()].sort_values("macs")
-        if len(front) > MAX_DETAILED:
+        if len(front) > limit:
+            if limit <= 0:
+                return baselines
             best = front["val_mean"].idxmax()
-            picks = set(np.linspace(0, len(front) - 1, MAX_DETAILED - 1).round().astype(int))
+            picks = set(np.linspace(0, len(front) - 1, limit - 1).round().astype(int))
             chosen = [front.index[i] for i in sorted(picks)]
             if best not in chosen:
                 chosen.append(best)

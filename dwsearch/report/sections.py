@@ -112,8 +112,11 @@ def legend_name(row: Mapping[str, Any] | pd.Series) -> str:
 # -- the document -----------------------------------------------------------------------------
 
 
-def build_document(frames: StudyFrames, *, command: str) -> Document:
-    """Every section of the report. ``command`` is the line that regenerates it."""
+def build_document(frames: StudyFrames, *, command: str,
+                   detail: int = MAX_DETAILED) -> Document:
+    """Every section of the report. ``command`` is the line that regenerates it; ``detail``
+    front models (besides the baselines) get learning curves, cost breakdowns and
+    diagrams."""
     results = frames.results
     meta = results.meta
     config = results.config
@@ -123,7 +126,7 @@ def build_document(frames: StudyFrames, *, command: str) -> Document:
         banner = (f"SYNTHETIC STUDY: made by {source} without training anything. Costs are "
                   f"exact closed forms; accuracies, times and latencies are made up for "
                   f"testing the report.")
-    detailed = frames.detailed()
+    detailed = frames.detailed(detail)
     paired_val = _paired(frames, "val_accuracy")
     paired_test = _paired(frames, "test_accuracy")
     sections = [
@@ -136,7 +139,7 @@ def build_document(frames: StudyFrames, *, command: str) -> Document:
     if ablation is not None:
         sections.append(ablation)
     sections += [
-        _curves(frames, detailed),
+        _curves(frames, detailed, detail),
         _costs(frames, detailed),
         _speed(frames, detailed),
     ]
@@ -442,14 +445,14 @@ def _labels(frames: StudyFrames, detailed: pd.DataFrame) -> dict[str, str]:
     return {str(r["config_hash"]): legend_name(r) for _, r in detailed.iterrows()}
 
 
-def _curves(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
+def _curves(frames: StudyFrames, detailed: pd.DataFrame, detail: int) -> Section:
     if detailed.empty:
         return Section("curves", "Learning curves", [Text("No completed run.")])
     labels = _labels(frames, detailed)
     epochs = epochs_frame(frames, list(labels))
     figure = plots.learning_curves_figure(epochs, labels)
     return Section("curves", "Learning curves", [
-        Text(f"The baselines and up to {MAX_DETAILED} models spread along the front: mean "
+        Text(f"The baselines and up to {detail} models spread along the front: mean "
              f"over seeds, the band from the lowest to the highest seed."),
         Image("learning_curves", plots.png(figure),
               "Validation accuracy and training loss per epoch.", alt="Learning curves"),
