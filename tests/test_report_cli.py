@@ -297,3 +297,13 @@ def test_export_onnx_without_its_packages_says_what_to_install(
     monkeypatch.setitem(sys.modules, "onnxscript", None)
     with pytest.raises(ReportError, match=re.escape("pip install 'dwsearch[onnx]'")):
         export_trial(load_results(name, url), 0, "onnx", tmp_path / "m.onnx")
+
+
+def test_report_detail_sets_the_models_drawn(default_dir: Path, tmp_path: Path) -> None:
+    code, out = run("report", "synthetic-search", "--detail", "0", "--out", "s")
+    assert code == 0, out
+    drawn = sorted(p.name for p in (tmp_path / "s").glob("diagram_*.png"))
+    assert drawn == ["diagram_0.png"]  # the base only
+    assert "--detail 0" in (tmp_path / "s" / "README.md").read_text()
+    code, out = run("report", "synthetic-search", "--detail", "-1")
+    assert code == 2 and "-1" in out
