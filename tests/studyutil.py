@@ -75,6 +75,8 @@ def trial_states(url: str, name: str) -> list[tuple[int, str, dict[str, Any]]]:
     """(number, state, dwsearch info) of every trial, read with plain Optuna."""
     import optuna
 
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        return []  # not created yet (opening it would create an empty one)
     try:
         study = optuna.load_study(study_name=name, storage=url)
     except KeyError:

@@ -291,8 +291,12 @@ def open_study(plan: Plan, storage: str | None, *, create: bool = True,
             )
         if [d.name.lower() for d in study.directions] != directions:
             raise StudyError(f"{plan.config.source}: objectives differ from the stored study")
-    handle = StudyHandle(study, backend, backend.get_study_id_from_name(plan.config.name),
-                         describe_url(url), created, url)
+    # Workers pop slots and write heartbeats through the storage object the study itself
+    # uses (for RDB storages Optuna wraps the one we opened in a cache); a second handle on
+    # the same database would not see the study's cached trials.
+    storage_in_use = study._storage
+    handle = StudyHandle(study, storage_in_use, study._study_id, describe_url(url), created,
+                         url)
     _lay_out(handle, plan)
     return handle
 

@@ -60,7 +60,9 @@ class WorkerOptions:
     poll: float = 2.0  # seconds between looks at the storage while others finish
     timeout: float | None = None  # stop starting trials after this many seconds
     weights_dir: str | None = None  # where keep_weights checkpoints go
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # How this worker is named in the storage: HOST:PID, or $DWSEARCH_WORKER_ID.
+    worker_id: str = field(default_factory=lambda: os.environ.get(
+        "DWSEARCH_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}")
 
 
 @dataclass(frozen=True)
