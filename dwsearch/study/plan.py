@@ -134,13 +134,11 @@ def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
     _check_configuration(space, {}, f"{config.source}: base")
     for dim in space.dimensions:  # each value on its own, so a typo names its entry
         for value in (dim.values() if dim.range is None else ()):
-            probe = {"model": value} if dim.kind == "model" else {dim.key: value}
-            try:
-                _check_configuration(space, probe, f"{where}.{dim.key}")
-            except StudyError:
-                if dim.kind in ("block", "layer") and len(dim.layers) > 0 and dim.per_layer:
-                    continue  # per-layer values are checked in whole configurations below
-                raise
+            if dim.per_layer:
+                probe = {f"layers[{i}].{dim.arg}": value for i in dim.layers}
+            else:
+                probe = {"model" if dim.kind == "model" else dim.key: value}
+            _check_configuration(space, probe, f"{where}.{dim.key}")
     repeats = config.model.repeats
     limit = n_trials if n_trials is not None else config.model.n_trials
     name = config.sampler.name

@@ -21,7 +21,7 @@ from dwsearch.errors import DwsearchError, StudyError
 from dwsearch.study.config import StudyConfig, load_study_config, parse_study_config
 from dwsearch.study.plan import Plan, StudyHandle, make_plan, open_study
 from dwsearch.study.storage import describe_url, resolve_storage_url
-from dwsearch.study.worker import TrialEvent, Worker, WorkerOptions
+from dwsearch.study.worker import StudyData, TrialEvent, Worker, WorkerOptions
 from dwsearch.yamlio import load_yaml
 
 __all__ = ["StudyOutcome", "apply_overrides", "load_config", "run_study"]
@@ -132,6 +132,9 @@ def run_study(
     started = time.monotonic()
     options = options or WorkerOptions()
     plan = make_plan(config, n_trials)
+    resolve_storage_url(storage or config.model.storage, config.name)  # a bad URL: say so now
+    # The data before the storage: a missing dataset must not leave a half-made study.
+    data = StudyData(plan, options).preload()
     handle = open_study(plan, storage, create=True, worker=options.worker_id)
     if on_plan is not None:
         on_plan(plan, handle, _states(handle))
@@ -147,7 +150,7 @@ def run_study(
 
     ran = 0
     if jobs == 1:
-        ran = Worker(plan, handle, options, record).run()
+        ran = Worker(plan, handle, options, record, data=data).run()
     else:
         ran = _run_processes(plan, handle.raw_url, options, jobs, record)
     overheads = [e.overhead_seconds / e.seconds for e in events

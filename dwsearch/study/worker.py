@@ -147,16 +147,58 @@ def _one_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
+class StudyData:
+    """A study's data, loaded once per worker process and kept (on the device, where there is
+    one) for every trial; one copy per input size the study's models ask for."""
+
+    def __init__(self, plan: Plan, options: WorkerOptions) -> None:
+        from dwsearch.runtime import resolve_device
+
+        self.plan, self.options = plan, options
+        self.device = str(resolve_device(options.device))
+        self._splits: dict[Any, Any] = {}
+
+    def config(self) -> DataConfig:
+        changes = {"data_dir": self.options.data_dir} if self.options.data_dir else {}
+        return self.plan.config.data_config(**changes)
+
+    def preload(self) -> StudyData:
+        """Load the base model's data now: a missing dataset is an error before anything
+        else happens."""
+        self.splits(self.plan.space.base)
+        return self
+
+    def splits(self, spec: Any) -> Any:
+        from dwsearch.data.tensors import DataSplits, ImageTensors
+        from dwsearch.run import load_data
+
+        key = spec.input_shape
+        if key not in self._splits:
+            splits = load_data(spec, self.config())
+
+            def moved(part: ImageTensors) -> ImageTensors:
+                return ImageTensors(part.images.to(self.device), part.labels.to(self.device),
+                                    part.classes)
+
+            if self.device != "cpu":
+                splits = DataSplits(moved(splits.train), moved(splits.val), moved(splits.test),
+                                    splits.classes, splits.source, splits.name,
+                                    splits.load_info)
+            self._splits[key] = splits
+        return self._splits[key]
+
+
 class Worker:
     """Runs trials of one study until no slot is left (or its timeout passes)."""
 
     def __init__(self, plan: Plan, handle: StudyHandle, options: WorkerOptions,
-                 on_event: Callable[[TrialEvent], None] | None = None) -> None:
+                 on_event: Callable[[TrialEvent], None] | None = None,
+                 data: StudyData | None = None) -> None:
         self.plan, self.handle, self.options = plan, handle, options
         self.config = plan.config
         self.on_event = on_event or (lambda event: None)
         self.storage, self.study = handle.storage, handle.study
-        self._splits: dict[Any, Any] = {}
+        self.data = data or StudyData(plan, options)
         self._watched: dict[int, tuple[Any, float]] = {}
         self._peer_cache: dict[int, tuple[int, list[float]]] = {}
         self._run_keys: dict[str, Any] = {}  # run key -> the first COMPLETE trial with it
@@ -166,19 +208,13 @@ class Worker:
         needs = {o.metric for o in self.config.objectives} | {c.metric for c in
                                                                 self.config.constraints}
         self.measure_latency = self.config.model.latency or "latency" in needs
-        self._device = self._resolve_device()
-
-    def _resolve_device(self) -> str:
-        from dwsearch.runtime import resolve_device
-
-        return str(resolve_device(self.options.device))
+        self._device = self.data.device
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
         """Run trials until none is left to start; returns how many this worker ran."""
         started = time.monotonic()
-        # The data once, before any trial: a trial never pays for loading it.
-        self._data(self.plan.space.base, self._data_config())
+        self.data.preload()  # a trial never pays for loading the data
         self._recover_local()
         while True:
             if self.options.timeout is not None and (
@@ -371,7 +407,7 @@ class Worker:
                            trial.number if self.config.model.seeds == "per_trial" else None)
         train = self.config.train_config(**train_changes, seed=seed, device=self.options.device,
                                          threads=self.options.threads)
-        data = self._data_config()
+        data = self.data.config()
         run_key = self._run_key(spec.hash(), train, data)
         info.update(seed=seed, run_key=run_key)
         self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
@@ -381,7 +417,7 @@ class Worker:
             self._reuse(trial, info, reused, started)
             return
 
-        splits = self._data(spec, data)
+        splits = self.data.splits(spec)
         pruned: list[str] = []
         costs: dict[str, Any] = {}  # filled by the check: when costs were known, the MACs
         check = self._constraint_check(costs)
@@ -489,30 +525,6 @@ class Worker:
                                  f"same run as trial {source.number}: result reused"))
 
     # -- pieces of a run --------------------------------------------------------------------
-    def _data_config(self) -> DataConfig:
-        changes = {"data_dir": self.options.data_dir} if self.options.data_dir else {}
-        return self.config.data_config(**changes)
-
-    def _data(self, spec: Any, data: DataConfig) -> Any:
-        """The splits for this input size, loaded once per worker (onto the device)."""
-        from dwsearch.data.tensors import DataSplits, ImageTensors
-        from dwsearch.run import load_data
-
-        key = (spec.input_shape, data)
-        if key not in self._splits:
-            splits = load_data(spec, data)
-
-            def moved(part: ImageTensors) -> ImageTensors:
-                return ImageTensors(part.images.to(self._device), part.labels.to(self._device),
-                                    part.classes)
-
-            if self._device != "cpu":
-                splits = DataSplits(moved(splits.train), moved(splits.val), moved(splits.test),
-                                    splits.classes, splits.source, splits.name,
-                                    splits.load_info)
-            self._splits[key] = splits
-        return self._splits[key]
-
     def _constraint_check(self, known: dict[str, Any]) -> Callable[[Any, Any], None]:
         constraints = self.config.constraints
 
