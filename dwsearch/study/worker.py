@@ -213,6 +213,18 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
         """Run trials until none is left to start; returns how many this worker ran."""
+        try:
+            return self._loop()
+        except Exception as err:
+            if "database is locked" in str(err):
+                raise StudyError(
+                    f"storage {self.handle.url}: SQLite stayed locked by other writers for "
+                    f"over a minute; for many workers use PostgreSQL (--storage "
+                    f"postgresql://...) or a journal file (--storage journal:///PATH.log)"
+                ) from err
+            raise
+
+    def _loop(self) -> int:
         started = time.monotonic()
         self.data.preload()  # a trial never pays for loading the data
         self._recover_local()
@@ -333,6 +345,8 @@ class Worker:
             except DwsearchError as err:  # the configuration cannot run: a located reason
                 self._fail(trial, info, "error", _one_line(err), started)
             except Exception as err:  # a bug or the machine (out of memory): keep going
+                if "database is locked" in str(err):
+                    raise
                 self._bugs_in_a_row += 1
                 self._fail(trial, info, "error", f"{type(err).__name__}: {_one_line(err)}",
                            started)
