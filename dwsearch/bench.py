@@ -499,10 +499,40 @@ def _train_arguments(spec_file: Path, train: TrainConfig, data: DataConfig) -> l
     return args
 
 
+def _threads_run(plan: Any, storage: str, count: int, device: str,
+                 data_dir: str | None) -> int:
+    """``count`` workers as threads of this process on one study: for measuring only. They
+    share torch's global RNG and thread count, so their runs are not reproducible from their
+    seeds; that is why run-study's --jobs starts processes."""
+    import threading
+
+    from dwsearch.runtime import usable_cpus
+    from dwsearch.study.plan import open_study
+    from dwsearch.study.worker import StudyData, Worker, WorkerOptions
+
+    options = WorkerOptions(device=device, data_dir=data_dir,
+                            threads=max(1, usable_cpus() // count))
+    data = StudyData(plan, options).preload()
+    open_study(plan, storage, create=True)  # lays the slots out once
+    counts: list[int] = []
+    workers = [
+        threading.Thread(target=lambda i=i: counts.append(Worker(
+            plan, open_study(plan, storage, worker=f"thread{i}"),
+            replace(options, worker_id=f"thread{i}"), data=data).run()))
+        for i in range(count)
+    ]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    return sum(counts)
+
+
 def study_rates(
     study_file: str | Path,
     *,
     jobs: tuple[int, ...] = (1, 2),
+    thread_jobs: tuple[int, ...] = (),
     by_hand: bool = True,
     n_trials: int | None = None,
     device: str = "auto",
@@ -512,7 +542,8 @@ def study_rates(
     """Trials per hour for one study's trials, measured in one run: each trial as its own
     ``dwsearch train`` command (by hand: a fresh process, imports and data load every time),
     then ``run-study`` with each number of worker processes in ``jobs``, each into a fresh
-    temporary storage. ``n_trials`` takes the first trials of the plan."""
+    temporary storage, and (``thread_jobs``) workers as threads of one process, for
+    comparison. ``n_trials`` takes the first trials of the plan."""
     import subprocess
     import sys
 
@@ -553,5 +584,12 @@ def study_rates(
                                 options=WorkerOptions(device=device, data_dir=data_dir))
             label = "run-study" if count == 1 else f"run-study --jobs {count}"
             rates.append(StudyRate(label, outcome.finished, time.perf_counter() - start))
+            log(f"{label}: {rates[-1].trials_per_hour:.1f} trials/hour")
+        for count in thread_jobs:
+            storage = f"sqlite:///{Path(tmp) / f'threads{count}.db'}"
+            start = time.perf_counter()
+            ran = _threads_run(plan, storage, count, device, data_dir)
+            label = f"{count} worker threads (measurement only)"
+            rates.append(StudyRate(label, ran, time.perf_counter() - start))
             log(f"{label}: {rates[-1].trials_per_hour:.1f} trials/hour")
     return rates

@@ -87,8 +87,9 @@ def test_study_rates_by_hand_and_with_run_study(tmp_path: Path,
     images = make_images(tmp_path / "images", per_class=8, test_per_class=2)
     study = write_study(tmp_path / "s.yaml", study_dict(images, data={
         "dataset": "imagefolder", "data_dir": str(images), "val_size": 6}))
-    rates = study_rates(study, jobs=(1,), log=lambda line: None)
-    assert [r.mode for r in rates] == ["by hand (dwsearch train per trial)", "run-study"]
+    rates = study_rates(study, jobs=(1,), thread_jobs=(2,), log=lambda line: None)
+    assert [r.mode for r in rates] == ["by hand (dwsearch train per trial)", "run-study",
+                                       "2 worker threads (measurement only)"]
     assert all(r.trials == 2 and r.trials_per_hour > 0 for r in rates)
     with pytest.raises(ConfigError, match="needs a grid or ablation study"):
         sampled = write_study(tmp_path / "t.yaml", study_dict(images, sampler="random",

@@ -58,6 +58,9 @@ def _seeds(value: str, flag: str) -> tuple[int, ...]:
                    "(dwsearch train per trial) against run-study with each --jobs count.")
 @click.option("--jobs", "study_jobs", default="1,2", show_default=True,
               help="With --study: comma-separated worker-process counts to measure.")
+@click.option("--thread-jobs", default="", metavar="N,M",
+              help="With --study: also measure N workers as threads of one process (not "
+                   "reproducible: threads share torch's RNG; run-study uses processes).")
 @click.option("--study-trials", type=click.IntRange(min=1),
               help="With --study: measure on the first N trials only.")
 @click.option("--by-hand/--no-by-hand", default=True, show_default=True,
@@ -77,6 +80,7 @@ def bench(
     output: str | None,
     study_file: str | None,
     study_jobs: str,
+    thread_jobs: str,
     study_trials: int | None,
     by_hand: bool,
     **runtime: object,
@@ -88,7 +92,10 @@ def bench(
 
     if study_file is not None:
         counts = tuple(n for n in _seeds(study_jobs, "--jobs") if n >= 1) or (1,)
-        rates = study_rates(study_file, jobs=counts, by_hand=by_hand, n_trials=study_trials,
+        threads = tuple(n for n in _seeds(thread_jobs, "--thread-jobs") if n >= 1) \
+            if thread_jobs else ()
+        rates = study_rates(study_file, jobs=counts, thread_jobs=threads, by_hand=by_hand,
+                            n_trials=study_trials,
                             device=str(runtime.get("device", "auto")), data_dir=data_dir,
                             log=lambda line: click.echo(line, err=True))
         base = rates[0].trials_per_hour
