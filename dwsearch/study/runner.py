@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
+import os
 import queue
+import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -21,7 +23,13 @@ from dwsearch.errors import DwsearchError, StudyError
 from dwsearch.study.config import StudyConfig, load_study_config, parse_study_config
 from dwsearch.study.plan import Plan, StudyHandle, make_plan, open_study
 from dwsearch.study.storage import describe_url, resolve_storage_url
-from dwsearch.study.worker import StudyData, TrialEvent, Worker, WorkerOptions
+from dwsearch.study.worker import (
+    StudyData,
+    TrialEvent,
+    Worker,
+    WorkerOptions,
+    default_worker_id,
+)
 from dwsearch.yamlio import load_yaml
 
 __all__ = ["StudyOutcome", "apply_overrides", "load_config", "run_study"]
@@ -102,6 +110,8 @@ def _states(handle: StudyHandle) -> dict[str, int]:
 
 def _child(plan: Plan, url: str, options: WorkerOptions, events: Any) -> None:
     """A worker process: open the study, run trials, send events to the parent."""
+    if not options.worker_id:  # named after its own process, not the parent's
+        options = replace(options, worker_id=default_worker_id())
     try:
         handle = open_study(plan, url, create=False, worker=options.worker_id)
         Worker(plan, handle, options, lambda e: events.put(("event", asdict(e)))).run()
@@ -177,9 +187,10 @@ def _run_processes(plan: Plan, url: str, options: WorkerOptions, jobs: int,
     if threads is None and _default_jobs(options.device) == 1:
         threads = max(1, usable_cpus() // jobs)  # CPU: share the cores, don't oversubscribe
     children = []
+    named = os.environ.get("DWSEARCH_WORKER_ID")
     for index in range(jobs):
         child_options = replace(options, threads=threads,
-                                worker_id=f"{options.worker_id}/{index}")
+                                worker_id=f"{named}/{index}" if named else "")
         process = context.Process(target=_child, args=(plan, url, child_options, channel),
                                   name=f"dwsearch-worker-{index}")
         process.start()
@@ -203,9 +214,6 @@ def _run_processes(plan: Plan, url: str, options: WorkerOptions, jobs: int,
     except KeyboardInterrupt:
         for process in children:  # they got the same Ctrl-C from the terminal; make sure
             if process.is_alive() and process.pid is not None:
-                import os
-                import signal
-
                 os.kill(process.pid, signal.SIGINT)
         for process in children:
             process.join(timeout=60)

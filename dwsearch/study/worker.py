@@ -48,6 +48,12 @@ __all__ = ["TrialEvent", "Worker", "WorkerOptions"]
 HEARTBEAT_KEY = "dwsearch:heartbeat"  # trial system attr: {"beat": n, "worker": "host:pid"}
 
 
+def default_worker_id() -> str:
+    """``$DWSEARCH_WORKER_ID``, else ``HOST:PID`` (which lets a worker on the same host see
+    at once that a process is gone)."""
+    return os.environ.get("DWSEARCH_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     """How a worker runs; none of this changes what a trial measures."""
@@ -61,8 +67,7 @@ class WorkerOptions:
     timeout: float | None = None  # stop starting trials after this many seconds
     weights_dir: str | None = None  # where keep_weights checkpoints go
     # How this worker is named in the storage: HOST:PID, or $DWSEARCH_WORKER_ID.
-    worker_id: str = field(default_factory=lambda: os.environ.get(
-        "DWSEARCH_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}")
+    worker_id: str = field(default_factory=lambda: default_worker_id())
 
 
 @dataclass(frozen=True)
