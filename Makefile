@@ -14,11 +14,10 @@ ifneq ($(wildcard $(SHARED_CIFAR10)/train),)
 export DWSEARCH_DATA_DIR ?= $(SHARED_CIFAR10)
 endif
 PYTEST_ARGS ?=
-# The main job trains each seed backbone with the seed's recipe; by default on a stratified
-# subset for a few minutes on a laptop CPU. `make run SUBSET= EPOCHS=10` is the full recipe.
-SUBSET ?= 5000
-EPOCHS ?= 2
-TRAIN_ARGS ?=
+# The main job runs studies/quick.yaml (a few minutes on a 2-core CPU, real CIFAR-10) and
+# its report. STUDY=studies/baseline.yaml runs another; STUDY_ARGS adds options.
+STUDY ?= studies/quick.yaml
+STUDY_ARGS ?=
 
 .PHONY: setup system-deps run bench test lint typecheck clean
 
@@ -58,10 +57,7 @@ test: system-deps lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 run: setup
-	$(BIN)/dwsearch profile seed_cnn
-	$(BIN)/dwsearch profile seed_dwsep
-	$(BIN)/dwsearch train seed_cnn --epochs $(EPOCHS) $(if $(SUBSET),--subset $(SUBSET)) $(TRAIN_ARGS)
-	$(BIN)/dwsearch train seed_dwsep --epochs $(EPOCHS) $(if $(SUBSET),--subset $(SUBSET)) $(TRAIN_ARGS)
+	$(BIN)/dwsearch run-study $(STUDY) $(STUDY_ARGS)
 
 bench: setup
 	$(BIN)/dwsearch bench

@@ -459,3 +459,137 @@ def _accuracy_run(
         "val_images": record.val_images,
         "images_per_second": float(np.mean([m.images_per_second for m in record.epochs])),
     }
+
+
+# -- studies: trials per hour ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyRate:
+    """How fast a way of running a study's trials got through them."""
+
+    mode: str  # "by hand", "run-study", "run-study --jobs N"
+    trials: int
+    seconds: float  # wall, from the first command to the last stored trial
+
+    @property
+    def trials_per_hour(self) -> float:
+        return self.trials * 3600.0 / self.seconds
+
+
+def _train_arguments(spec_file: Path, train: TrainConfig, data: DataConfig) -> list[str]:
+    """``dwsearch train`` arguments that reproduce one trial's run by hand."""
+    args = [str(spec_file), "--quiet", "--json", "--dataset", data.dataset,
+            "--val-size", str(data.val_size), "--seed", str(train.seed)]
+    if data.data_dir:
+        args += ["--data-dir", data.data_dir]
+    if data.train_subset:
+        args += ["--subset", str(data.train_subset)]
+    if data.test_subset:
+        args += ["--test-subset", str(data.test_subset)]
+    defaults = TrainConfig()
+    for name, value in asdict(train).items():
+        if name == "seed" or value == getattr(defaults, name) or value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{name.replace('_', '-')}")
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _threads_run(plan: Any, storage: str, count: int, device: str,
+                 data_dir: str | None) -> int:
+    """``count`` workers as threads of this process on one study: for measuring only. They
+    share torch's global RNG and thread count, so their runs are not reproducible from their
+    seeds; that is why run-study's --jobs starts processes."""
+    import threading
+
+    from dwsearch.runtime import usable_cpus
+    from dwsearch.study.plan import open_study
+    from dwsearch.study.worker import StudyData, Worker, WorkerOptions
+
+    options = WorkerOptions(device=device, data_dir=data_dir,
+                            threads=max(1, usable_cpus() // count))
+    data = StudyData(plan, options).preload()
+    open_study(plan, storage, create=True)  # lays the slots out once
+    counts: list[int] = []
+    workers = [
+        threading.Thread(target=lambda i=i: counts.append(Worker(
+            plan, open_study(plan, storage, worker=f"thread{i}"),
+            replace(options, worker_id=f"thread{i}"), data=data).run()))
+        for i in range(count)
+    ]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    return sum(counts)
+
+
+def study_rates(
+    study_file: str | Path,
+    *,
+    jobs: tuple[int, ...] = (1, 2),
+    thread_jobs: tuple[int, ...] = (),
+    by_hand: bool = True,
+    n_trials: int | None = None,
+    device: str = "auto",
+    data_dir: str | None = None,
+    log: Callable[[str], None] = print,
+) -> list[StudyRate]:
+    """Trials per hour for one study's trials, measured in one run: each trial as its own
+    ``dwsearch train`` command (by hand: a fresh process, imports and data load every time),
+    then ``run-study`` with each number of worker processes in ``jobs``, each into a fresh
+    temporary storage, and (``thread_jobs``) workers as threads of one process, for
+    comparison. ``n_trials`` takes the first trials of the plan."""
+    import subprocess
+    import sys
+
+    from dwsearch.study.plan import derive_seed, make_plan
+    from dwsearch.study.runner import load_config, run_study
+    from dwsearch.study.worker import WorkerOptions
+
+    config = load_config(study_file)
+    plan = make_plan(config, n_trials)
+    slots = [s for s in plan.slots if s.config is not None][: n_trials or len(plan.slots)]
+    if len(slots) != len(plan.slots) or not slots:
+        raise ConfigError(f"{study_file}: bench --study needs a grid or ablation study (its "
+                          f"trials are known in advance)")
+    rates: list[StudyRate] = []
+    data = config.data_config(**({"data_dir": data_dir} if data_dir else {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        if by_hand:
+            start = time.perf_counter()
+            for index, slot in enumerate(slots):
+                spec, changes = plan.space.apply(slot.config or {})
+                spec_file = Path(tmp) / f"trial-{index}.yaml"
+                spec_file.write_text(spec.to_yaml())
+                train = config.train_config(**changes, device=device,
+                                            seed=derive_seed(config.model.seed, slot.repeat))
+                command = [sys.executable, "-m", "dwsearch", "train",
+                           *_train_arguments(spec_file, train, data)]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"dwsearch train failed: {done.stderr.strip()[-300:]}")
+                log(f"by hand: trial {index + 1}/{len(slots)} done")
+            rates.append(StudyRate("by hand (dwsearch train per trial)", len(slots),
+                                   time.perf_counter() - start))
+            log(f"by hand: {rates[-1].trials_per_hour:.1f} trials/hour")
+        for count in jobs:
+            storage = f"sqlite:///{Path(tmp) / f'jobs{count}.db'}"
+            start = time.perf_counter()
+            outcome = run_study(config, storage=storage, n_trials=len(slots), jobs=count,
+                                options=WorkerOptions(device=device, data_dir=data_dir))
+            label = "run-study" if count == 1 else f"run-study --jobs {count}"
+            rates.append(StudyRate(label, outcome.finished, time.perf_counter() - start))
+            log(f"{label}: {rates[-1].trials_per_hour:.1f} trials/hour")
+        for count in thread_jobs:
+            storage = f"sqlite:///{Path(tmp) / f'threads{count}.db'}"
+            start = time.perf_counter()
+            ran = _threads_run(plan, storage, count, device, data_dir)
+            label = f"{count} worker threads (measurement only)"
+            rates.append(StudyRate(label, ran, time.perf_counter() - start))
+            log(f"{label}: {rates[-1].trials_per_hour:.1f} trials/hour")
+    return rates

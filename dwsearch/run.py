@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from dwsearch.builder import Network, build_model
-from dwsearch.costs import BNMode, measure_latency, profile
+from dwsearch.costs import BNMode, LatencyResult, Profile, measure_latency, profile
 from dwsearch.data.config import DataConfig
 from dwsearch.data.load import load_dataset
 from dwsearch.data.loader import BatchLoader
@@ -114,6 +114,7 @@ def train_spec(
     bn: BNMode = "counted",
     data_config: DataConfig | None = None,
     extra: Mapping[str, Any] | None = None,
+    check: Callable[[Profile, LatencyResult | None], None] | None = None,
 ) -> RunRecord:
     """Train ``spec`` once and return its :class:`RunRecord`: costs (counted before
     training), per-epoch metrics, validation and (with ``test``) test accuracy, the configs,
@@ -123,7 +124,9 @@ def train_spec(
     once); pass ``data_config`` with splits so the record says how they were made. The
     classifier is resized to the dataset's number of classes when they differ. Model
     initialisation is seeded by ``config.seed``, so a run is reproducible on one machine.
-    ``latency`` also measures batch-1 forward latency on the training device.
+    ``latency`` also measures batch-1 forward latency on the training device. ``check`` is
+    called with the costs (and latency) before training; whatever it raises stops the run
+    there (a study's constraints). Only a run that completed is evaluated on the test set.
     """
     model_spec = load_spec(spec)
     start = time.perf_counter()
@@ -141,13 +144,15 @@ def train_spec(
     if latency:
         timing = measure_latency(model, 1, device, config.threads,
                                  channels_last=config.channels_last)
+    if check is not None:
+        check(costs, timing)
     train_batches, val_batches, test_batches = make_loaders(splits, config, device)
     result = fit(
         model, train_batches, val_batches, config, callbacks=callbacks, checkpoint=checkpoint,
         resume=resume, spec=model_spec.to_dict(), progress=progress,
     )
     test_loss = test_accuracy = None
-    if test and result.status != "diverged":
+    if test and result.status == "completed":
         precision = resolve_precision(config.precision, device)
         test_loss, test_accuracy = evaluate(model, test_batches, device=device,
                                             precision=precision)

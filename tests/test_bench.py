@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +75,23 @@ def test_ratios_and_markdown() -> None:
     assert "| seed_cnn | seed-style | 0 | fp32 | 40.0 | 2.50x | - |" in text
     assert "| seed_cnn | seed-style | 2 | fp32 | 50.0 | 2.00x | - |" in text
     assert "| seed_cnn | dwsearch | - | bf16, channels_last | 100.0 | 1.00x | 0.50% |" in text
+
+
+def test_study_rates_by_hand_and_with_run_study(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from studyutil import make_images, study_dict, write_study
+
+    from dwsearch.bench import study_rates
+
+    monkeypatch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    images = make_images(tmp_path / "images", per_class=8, test_per_class=2)
+    study = write_study(tmp_path / "s.yaml", study_dict(images, data={
+        "dataset": "imagefolder", "data_dir": str(images), "val_size": 6}))
+    rates = study_rates(study, jobs=(1,), thread_jobs=(2,), log=lambda line: None)
+    assert [r.mode for r in rates] == ["by hand (dwsearch train per trial)", "run-study",
+                                       "2 worker threads (measurement only)"]
+    assert all(r.trials == 2 and r.trials_per_hour > 0 for r in rates)
+    with pytest.raises(ConfigError, match="needs a grid or ablation study"):
+        sampled = write_study(tmp_path / "t.yaml", study_dict(images, sampler="random",
+                                                              n_trials=2))
+        study_rates(sampled, jobs=(1,))

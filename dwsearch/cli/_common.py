@@ -144,7 +144,7 @@ def build_config(cls: type[C], values: Mapping[str, Any], **fixed: Any) -> C:
 # -- specs ----------------------------------------------------------------------------------
 
 
-def _parse_overrides(
+def parse_overrides_option(
     _ctx: click.Context, _param: click.Parameter, values: Sequence[str]
 ) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
@@ -162,7 +162,7 @@ def _parse_overrides(
 def spec_options(func: F) -> F:
     """The SPEC argument (file or built-in name) and --set overrides."""
     func = click.option(
-        "--set", "overrides", multiple=True, callback=_parse_overrides, metavar="KEY=VALUE",
+        "--set", "overrides", multiple=True, callback=parse_overrides_option, metavar="KEY=VALUE",
         help="Override a spec value, e.g. --set 'layers[5].p=0.1' or 'layers[0:3].block=dwsep'.",
     )(func)
     func = click.argument("spec")(func)

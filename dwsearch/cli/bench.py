@@ -53,6 +53,18 @@ def _seeds(value: str, flag: str) -> tuple[int, ...]:
               help="Comma-separated seeds for the accuracy comparison (spread = noise).")
 @click.option("--output", type=click.Path(dir_okay=False),
               help="Write the results as JSON here (a .md path writes the Markdown tables).")
+@click.option("--study", "study_file", type=click.Path(dir_okay=False),
+              help="Instead: trials per hour of this (grid or ablation) study, by hand "
+                   "(dwsearch train per trial) against run-study with each --jobs count.")
+@click.option("--jobs", "study_jobs", default="1,2", show_default=True,
+              help="With --study: comma-separated worker-process counts to measure.")
+@click.option("--thread-jobs", default="", metavar="N,M",
+              help="With --study: also measure N workers as threads of one process (not "
+                   "reproducible: threads share torch's RNG; run-study uses processes).")
+@click.option("--study-trials", type=click.IntRange(min=1),
+              help="With --study: measure on the first N trials only.")
+@click.option("--by-hand/--no-by-hand", default=True, show_default=True,
+              help="With --study: also time each trial as its own dwsearch train command.")
 def bench(
     specs: tuple[str, ...],
     data_dir: str | None,
@@ -66,11 +78,32 @@ def bench(
     accuracy_epochs: int,
     accuracy_seeds: str,
     output: str | None,
+    study_file: str | None,
+    study_jobs: str,
+    thread_jobs: str,
+    study_trials: int | None,
+    by_hand: bool,
     **runtime: object,
 ) -> None:
     """Seed-style training pipeline vs dwsearch's, measured in one run (default specs:
-    seed_cnn seed_dwsep); prints images/s ratios, data-loading share, load times, memory."""
-    from dwsearch.bench import run_bench
+    seed_cnn seed_dwsep); prints images/s ratios, data-loading share, load times, memory.
+    With --study: trials per hour of a study run by hand against run-study --jobs N."""
+    from dwsearch.bench import run_bench, study_rates
+
+    if study_file is not None:
+        counts = tuple(n for n in _seeds(study_jobs, "--jobs") if n >= 1) or (1,)
+        threads = tuple(n for n in _seeds(thread_jobs, "--thread-jobs") if n >= 1) \
+            if thread_jobs else ()
+        rates = study_rates(study_file, jobs=counts, thread_jobs=threads, by_hand=by_hand,
+                            n_trials=study_trials,
+                            device=str(runtime.get("device", "auto")), data_dir=data_dir,
+                            log=lambda line: click.echo(line, err=True))
+        base = rates[0].trials_per_hour
+        click.echo("| mode | trials | wall s | trials/hour | vs first |\n|---|---:|---:|---:|---:|")
+        for rate in rates:
+            click.echo(f"| {rate.mode} | {rate.trials} | {rate.seconds:.0f} | "
+                       f"{rate.trials_per_hour:.1f} | {rate.trials_per_hour / base:.2f}x |")
+        return
 
     seeds = _seeds(accuracy_seeds, "--accuracy-seeds")
     workers = _seeds(seed_workers, "--seed-workers") if seed_workers else None

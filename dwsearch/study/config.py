@@ -421,7 +421,7 @@ def _parse_constraint(metric: str, value: str | int | float, where: str) -> Cons
 _DURATION = re.compile(r"^\s*([0-9.]+)\s*(s|m|min|h|d)?\s*$")
 
 
-def _parse_timeout(value: int | float | str | None, where: str) -> float | None:
+def parse_timeout(value: int | float | str | None, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool):
@@ -498,7 +498,19 @@ def parse_study_config(
             f"cost_median (compares validation accuracy with finished trials of similar MACs) "
             f"or none"
         )
-    timeout = _parse_timeout(model.timeout, f"{source}: timeout")
+    if pruner.name != "none" and not any(
+            o.metric in ("val_accuracy", "best_val_accuracy") for o in objectives):
+        raise StudyError(f"{source}: pruner.name: pruning compares validation accuracy during "
+                         f"training, and no objective is val_accuracy; use pruner none")
+    if pruner.name in ("median", "successive_halving", "hyperband") and (
+            objectives[0].metric not in ("val_accuracy", "best_val_accuracy")):
+        raise StudyError(f"{source}: pruner.name: {pruner.name!r} prunes on the objective, "
+                         f"which must be val_accuracy")
+    val_size = typing.cast(BaseModel, model.data).model_dump()["val_size"]
+    if val_size == 0 and any(o.metric.endswith("val_accuracy") for o in objectives):
+        raise StudyError(f"{source}: data.val_size: 0 leaves no validation split, and the "
+                         f"objectives need validation accuracy; use a positive size")
+    timeout = parse_timeout(model.timeout, f"{source}: timeout")
     if sampler.name in ("tpe", "nsga2", "random") and model.n_trials is None and timeout is None:
         raise StudyError(f"{source}: n_trials: sampler {sampler.name!r} needs n_trials or a "
                          f"timeout (grid and ablation default to every configuration)")

@@ -1,0 +1,331 @@
+"""Planning a study before anything trains: validate every configuration, create or resume the
+Optuna study, and lay out its trials as *slots*.
+
+A slot is a trial waiting in the storage (Optuna's WAITING state). Every trial a study will run
+is a slot laid out here, so workers on any number of machines only ever pop slots, atomically,
+and the study ends with exactly the planned number of trials:
+
+* grid and ablation: one slot per configuration and repeat, its configuration fixed;
+* tpe, nsga2, random: ``n_trials / repeats`` empty slots; the worker that samples one adds the
+  configuration's other repeats as fixed slots.
+
+A trial whose worker dies (no heartbeat) or is interrupted gets a fresh slot with the same
+configuration (see :mod:`dwsearch.study.worker`); a sampled configuration that breaks a
+constraint or cannot be built gets a fresh empty slot, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from dwsearch.errors import DwsearchError, StudyError
+from dwsearch.spec import ModelSpec
+from dwsearch.study.config import StudyConfig
+from dwsearch.study.space import Space, config_hash
+from dwsearch.study.storage import (
+    INFO_KEY,
+    STUDY_KEY,
+    describe_url,
+    open_storage,
+    resolve_storage_url,
+)
+
+__all__ = [
+    "IDENTITY_KEYS",
+    "Plan",
+    "SlotPlan",
+    "StudyHandle",
+    "derive_seed",
+    "make_plan",
+    "open_study",
+]
+
+# The parts of a study file that define what it measures; a study cannot change them once it
+# has begun (n_trials, timeout, storage, description, latency and keep_weights may change).
+IDENTITY_KEYS = ("base", "data", "train", "space", "objectives", "constraints", "sampler",
+                 "pruner", "repeats", "seed", "seeds", "test")
+PLANNED_KEY = "dwsearch:planned"  # study system attr: slots laid out so far
+REPLACED_KEY = "dwsearch:replaced"  # study system attr: empty slots added for bad samples
+# How long a worker that finds a study being created waits for its slots to be laid out.
+LAYOUT_WAIT_SECONDS = 120.0
+
+
+def derive_seed(study_seed: int, repeat: int, trial_number: int | None = None) -> int:
+    """A training seed from the study seed and the repeat (and the trial number for
+    ``seeds: per_trial``): 31 bits, stable across machines and Python versions."""
+    key = f"{study_seed}:{repeat}" if trial_number is None else (
+        f"{study_seed}:{trial_number}:{repeat}")
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "little") >> 1
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """One trial to lay out: its configuration (None: a sampler chooses) and attributes."""
+
+    config: Mapping[str, Any] | None
+    repeat: int
+    role: str  # "base", "ablation", "grid" or "sample"
+    factor: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a study will run, known before anything trains."""
+
+    config: StudyConfig
+    space: Space
+    slots: tuple[SlotPlan, ...]
+    skipped: tuple[tuple[Mapping[str, Any], str], ...]  # (configuration, why) left out
+    configurations: int  # distinct configurations (sampled studies: n_trials / repeats)
+
+    @property
+    def trials(self) -> int:
+        """Trials the study will run: planned slots plus the other repeats of sampled
+        configurations (0 for an open-ended study that runs until its timeout)."""
+        if self.config.sampler.name in ("grid", "ablation"):
+            return len(self.slots)
+        return len(self.slots) * self.config.model.repeats
+
+    @property
+    def open_ended(self) -> bool:
+        return not self.slots
+
+
+def _check_configuration(space: Space, config: Mapping[str, Any], where: str) -> ModelSpec:
+    """Build a configuration's model once (shape inference): a bad combination is found now,
+    not after hours of training."""
+    from dwsearch.builder import build_model
+
+    spec, _train = space.apply(config)
+    try:
+        build_model(spec)
+    except DwsearchError as err:
+        shown = json.dumps(dict(config)) if config else "the base"
+        raise StudyError(f"{where}: configuration {shown}: {err}") from err
+    return spec
+
+
+def _constraint_failures(plan_config: StudyConfig, spec: ModelSpec) -> str | None:
+    if not plan_config.constraints:
+        return None
+    from dwsearch.costs import profile
+
+    costs = profile(spec)
+    measured = {"params": costs.params, "macs": costs.macs, "activations": costs.activations,
+                "saved_bytes": costs.saved_bytes}
+    broken = [str(c) for c in plan_config.constraints
+              if c.metric in measured and not c.holds(measured[c.metric])]
+    return ", ".join(broken) or None
+
+
+def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
+    """Validate the space against the base model and lay out the slots. Enumerated studies
+    build (and, with constraints, profile) every configuration here, so a bad one is a
+    located error before any training; configurations over a constraint are left out and
+    listed. ``n_trials`` overrides the file's."""
+    space = Space(config)
+    where = f"{config.source}: space"
+    _check_configuration(space, {}, f"{config.source}: base")
+    for dim in space.dimensions:  # each value on its own, so a typo names its entry
+        for value in (dim.values() if dim.range is None else ()):
+            if dim.per_layer:
+                probe = {f"layers[{i}].{dim.arg}": value for i in dim.layers}
+            else:
+                probe = {"model" if dim.kind == "model" else dim.key: value}
+            _check_configuration(space, probe, f"{where}.{dim.key}")
+    repeats = config.model.repeats
+    limit = n_trials if n_trials is not None else config.model.n_trials
+    name = config.sampler.name
+    slots: list[SlotPlan] = []
+    skipped: list[tuple[Mapping[str, Any], str]] = []
+    if name in ("grid", "ablation"):
+        entries: list[tuple[str | None, dict[str, Any]]] = (
+            [(None, c) for c in space.grid()] if name == "grid" else space.ablation())
+        kept = 0
+        for factor, conf in entries:
+            spec = _check_configuration(space, conf, where)
+            broken = _constraint_failures(config, spec)
+            if broken:
+                skipped.append((conf, f"over the constraints: {broken}"))
+                continue
+            kept += 1
+            role = "grid" if name == "grid" else ("base" if factor is None else "ablation")
+            slots.extend(SlotPlan(conf, r, role, factor) for r in range(repeats))
+        if limit is not None:
+            slots = slots[:limit]
+        configurations = kept
+    elif limit is None:  # a timeout alone: open-ended, workers add trials until it passes
+        return Plan(config, space, (), tuple(skipped), 0)
+    else:
+        slots = [SlotPlan(None, 0, "sample") for _ in range(limit // repeats)]
+        configurations = limit // repeats
+    if not slots:
+        raise StudyError(f"{config.source}: nothing to run: every configuration is over the "
+                         f"constraints ({len(skipped)} left out)")
+    return Plan(config, space, tuple(slots), tuple(skipped), configurations)
+
+
+def _identity(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: data.get(k) for k in IDENTITY_KEYS}
+
+
+def _first_difference(old: Any, new: Any, path: str) -> str | None:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new), key=str):
+            found = _first_difference(old.get(key), new.get(key), f"{path}.{key}")
+            if found:
+                return found
+        return None
+    return None if old == new else path
+
+
+def study_meta(plan: Plan) -> dict[str, Any]:
+    """What a study stores about itself (study user attribute ``dwsearch``)."""
+    from dwsearch.runtime import versions
+
+    base = plan.space.base
+    config = plan.config.to_dict()
+    config["base"] = base.to_dict()  # resolved: the study stays reproducible if files change
+    baselines = [{"name": base.name, "hash": base.hash()}]
+    baselines += [{"name": m.name, "hash": m.hash()} for m in plan.space.models.values()
+                  if m.hash() != base.hash()]
+    return {
+        "format": 1,
+        "name": plan.config.name,
+        "source": plan.config.source,
+        "config": config,
+        "objectives": [str(o) for o in plan.config.objectives],
+        "base": {"name": base.name, "hash": base.hash(), "spec": base.to_dict()},
+        "baselines": baselines,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+    }
+
+
+@dataclass(frozen=True)
+class StudyHandle:
+    """An open Optuna study with the storage handle and id workers use directly."""
+
+    study: Any  # optuna.Study
+    storage: Any  # optuna BaseStorage
+    study_id: int
+    url: str  # password hidden: for messages
+    created: bool  # this call created the study
+    raw_url: str = ""  # with the password: for worker processes, never printed
+
+    def system_attr(self, key: str, default: Any = None) -> Any:
+        return self.storage.get_study_system_attrs(self.study_id).get(key, default)
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self.storage.set_study_system_attr(self.study_id, key, value)
+
+    def trials(self, states: tuple[Any, ...] | None = None) -> list[Any]:
+        return list(self.storage.get_all_trials(self.study_id, deepcopy=False, states=states))
+
+
+def make_sampler(config: StudyConfig, worker: str) -> Any:
+    """The Optuna sampler of a study, seeded per worker: workers of one study must not all
+    propose the same configuration (Optuna reseeds samplers itself only within one process,
+    optuna#4412), and training seeds are dwsearch's own, so this costs no reproducibility of
+    any run."""
+    import optuna
+
+    seed = derive_seed(config.model.seed, 0, int(hashlib.sha256(worker.encode()).hexdigest()[:8],
+                                                 16))
+    section = config.sampler
+    if section.name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=section.multivariate,
+                                          n_startup_trials=section.n_startup_trials,
+                                          constant_liar=True)
+    if section.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=section.population_size)
+    # random; grid and ablation fix every parameter in advance, so the sampler is not asked
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def open_study(plan: Plan, storage: str | None, *, create: bool = True,
+               worker: str = "main") -> StudyHandle:
+    """Create the Optuna study (laying out its slots) or load it to resume. A study whose
+    file has changed in what it measures is refused, naming the first key that differs."""
+    import optuna
+
+    from dwsearch.study.pruning import make_optuna_pruner
+
+    url = resolve_storage_url(storage or plan.config.model.storage, plan.config.name)
+    backend = open_storage(url, create=create)
+    sampler = make_sampler(plan.config, worker)
+    pruner = make_optuna_pruner(plan.config) if not plan.config.multi_objective else None
+    directions: list[Any] = [o.direction for o in plan.config.objectives]
+    meta = study_meta(plan)
+    try:
+        study = optuna.create_study(study_name=plan.config.name, storage=backend,
+                                    directions=directions, load_if_exists=False,
+                                    sampler=sampler, pruner=pruner)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=plan.config.name, storage=backend,
+                                  sampler=sampler, pruner=pruner)
+        created = False
+    if created:
+        study.set_user_attr(STUDY_KEY, meta)
+    else:
+        stored = study.user_attrs.get(STUDY_KEY)
+        if not isinstance(stored, Mapping) or "config" not in stored:
+            raise StudyError(f"storage {describe_url(url)}: a study named {plan.config.name!r} "
+                             f"exists and was not made by dwsearch; choose another name")
+        diff = _first_difference(_identity(stored["config"]), _identity(meta["config"]), "")
+        if diff:
+            raise StudyError(
+                f"{plan.config.source}: {diff.lstrip('.')} differs from the study "
+                f"{plan.config.name!r} begun {stored.get('created', '?')} in "
+                f"{describe_url(url)}; a study cannot change what it measures: give it a new "
+                f"name, or use another --storage"
+            )
+        if [d.name.lower() for d in study.directions] != directions:
+            raise StudyError(f"{plan.config.source}: objectives differ from the stored study")
+    # Workers pop slots and write heartbeats through the storage object the study itself
+    # uses (for RDB storages Optuna wraps the one we opened in a cache); a second handle on
+    # the same database would not see the study's cached trials.
+    storage_in_use = study._storage
+    handle = StudyHandle(study, storage_in_use, study._study_id, describe_url(url), created,
+                         url)
+    _lay_out(handle, plan)
+    return handle
+
+
+def _planned(handle: StudyHandle) -> int:
+    """Slots laid out so far. A worker that finds a study another has just created waits for
+    its layout to finish; if it never does (that worker died), the slots present count."""
+    deadline = time.monotonic() + LAYOUT_WAIT_SECONDS
+    while True:
+        planned = handle.system_attr(PLANNED_KEY)
+        if planned is not None:
+            return int(planned)
+        if handle.created or time.monotonic() > deadline:
+            slots = [t.user_attrs.get(INFO_KEY, {}).get("slot", -1) for t in handle.trials()]
+            return max(slots, default=-1) + 1
+        time.sleep(1.0)
+
+
+def _lay_out(handle: StudyHandle, plan: Plan) -> None:
+    """Enqueue the slots not laid out yet (all of them for a new study; more when n_trials
+    grew). Change n_trials of a running study with one worker."""
+    study = handle.study
+    planned = _planned(handle)
+    for index, slot in enumerate(plan.slots[planned:], start=planned):
+        info: dict[str, Any] = {"format": 1, "slot": index, "repeat": slot.repeat,
+                                "role": slot.role, "factor": slot.factor}
+        params: dict[str, Any] = {}
+        if slot.config is not None:
+            info["config"] = dict(slot.config)
+            info["config_hash"] = config_hash(slot.config)
+            params = dict(slot.config)
+        study.enqueue_trial(params, user_attrs={INFO_KEY: info})
+    if len(plan.slots) > planned or handle.system_attr(PLANNED_KEY) is None:
+        handle.set_system_attr(PLANNED_KEY, max(planned, len(plan.slots)))

@@ -1,0 +1,474 @@
+"""The search space: from a study's ``space`` entries to concrete (spec, training recipe) pairs.
+
+A *dimension* is one ``space`` entry. Its *parameters* are what a trial chooses: one per
+dimension, or one per layer with ``per_layer: true``. A *configuration* is a mapping of
+parameter names to values; :meth:`Space.apply` turns it into the ``ModelSpec`` and training
+recipe it stands for. Keys:
+
+* ``layers[SEL].ARG`` with SEL an index (``3``), a slice (``0:3``, ``-2:``) or a list
+  (``0,1,2,4``): the argument ARG (``block``, ``kernel_size``, ``multiplier``,
+  ``expand_ratio``, ``ratio``, ``se_ratio``...) of the selected layers. ``block`` is applied
+  first; when a layer's block changes, the arguments the new block does not take are dropped.
+  Other arguments apply only to layers whose (new) block takes them, and whose arguments
+  match ``when`` (``when: {block: hybrid}``), so conditional spaces need no special syntax.
+* ``width``: a multiplier of every layer's ``out_channels`` and of every hidden linear layer's
+  ``out_features`` (the classifier keeps the number of classes), rounded as MobileNet does
+  (to a multiple of 8, never below 90% of the exact value).
+* ``model``: whole specs (built-in names or files), for comparing given architectures.
+* ``train.FIELD``: a training hyperparameter (lr, weight_decay, optimizer, batch_size, ...).
+
+Parameters are chosen in a fixed order (model, width, blocks, other layer arguments, training),
+so a parameter's applicability depends only on the ones chosen before it: Optuna's
+define-by-run samplers, the grid and the ablation see the same space. No optuna import here:
+samplers reach it through the small :class:`Suggest` protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from dwsearch.errors import DwsearchError, SpecError, StudyError
+from dwsearch.registry import block_signature, canonical_name
+from dwsearch.spec import LayerSpec, ModelSpec
+from dwsearch.study.config import Choices, Range, StudyConfig
+from dwsearch.train.config import TrainConfig
+from dwsearch.zoo import load_spec
+
+__all__ = ["Dimension", "Space", "Suggest", "config_hash", "make_divisible"]
+
+_LAYERS = re.compile(r"^layers\[(?P<sel>[^\]]*)\]\.(?P<arg>[A-Za-z_]\w*)$")
+# Recipe fields a space may vary; device, threads, precision and the like are how a worker
+# runs, not what is being compared.
+TRAIN_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "nesterov", "batch_size",
+                "epochs", "label_smoothing", "schedule", "augment")
+MAX_CONFIGURATIONS = 10_000
+_ORDER = {"model": 0, "width": 1, "block": 2, "layer": 3, "train": 4}
+
+
+class Suggest(Protocol):
+    """What a sampler offers: Optuna's trial, behind three methods."""
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+    def integer(self, name: str, low: int, high: int, step: int, log: bool) -> int: ...
+
+    def real(self, name: str, low: float, high: float, step: float | None, log: bool) -> float:
+        ...
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """MobileNet's channel rounding: the nearest multiple of ``divisor`` (at least
+    ``divisor``), never more than 10% below ``value``."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Identity of a configuration (parameter names and values), 16 hex characters."""
+    text = json.dumps(dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One ``space`` entry, parsed."""
+
+    key: str  # as written in the study file
+    kind: str  # "model", "width", "block", "layer" or "train"
+    arg: str = ""  # layer argument or training field
+    layers: tuple[int, ...] = ()  # selected layer indices (layer dimensions)
+    choices: tuple[Any, ...] = ()  # categorical values; empty for a range
+    range: Range | None = None
+    per_layer: bool = False
+    when: Mapping[str, Any] = field(default_factory=dict)
+
+    def values(self) -> list[Any]:
+        """Every value (a range's grid), for the grid and the ablation."""
+        if self.range is None:
+            return list(self.choices)
+        return self.range.values()
+
+    def suggest(self, suggest: Suggest, name: str) -> Any:
+        if self.range is None:
+            return suggest.categorical(name, list(self.choices))
+        r = self.range
+        if r.is_int:
+            return suggest.integer(name, int(r.low), int(r.high), int(r.step or 1), r.log)
+        return suggest.real(name, float(r.low), float(r.high),
+                            None if r.step is None else float(r.step), r.log)
+
+
+def _accepts(block: str, arg: str) -> bool:
+    params = block_signature(block).parameters
+    return arg in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _layer_value(layer: LayerSpec, arg: str) -> Any:
+    """The layer's value of ``arg``: as written, else the block's default (None if none)."""
+    if arg == "block":
+        return layer.block
+    if arg in layer.args:
+        return layer.args[arg]
+    param = block_signature(layer.block).parameters.get(arg)
+    if param is None or param.default is inspect.Parameter.empty:
+        return None
+    return param.default
+
+
+@dataclass
+class _Draft:
+    """A configuration being applied: the spec's layers as plain dicts, and recipe changes."""
+
+    spec: ModelSpec
+    layers: list[dict[str, Any]]
+    train: dict[str, Any]
+
+    def layer(self, index: int) -> LayerSpec:
+        data = self.layers[index]
+        return LayerSpec(data["block"], {k: v for k, v in data.items() if k != "block"})
+
+
+class Space:
+    """The parsed space of one study, bound to its base model."""
+
+    def __init__(self, config: StudyConfig) -> None:
+        self.config = config
+        self.base = self._resolve_base(config)
+        self.models: dict[str, ModelSpec] = {}
+        self.dimensions: list[Dimension] = []
+        # The model dimension first: layer selectors are checked against every model.
+        entries = sorted(config.model.space.items(), key=lambda item: item[0] != "model")
+        for key, raw in entries:
+            self.dimensions.append(self._parse(key, raw))
+        self.dimensions.sort(key=lambda d: _ORDER[d.kind])
+
+    # -- parsing --------------------------------------------------------------------------
+    def _resolve_base(self, config: StudyConfig) -> ModelSpec:
+        base = config.model.base
+        where = f"{config.source}: base"
+        try:
+            if isinstance(base, str):
+                return self._spec_named(base, where)
+            return ModelSpec.from_dict(base, source=where)
+        except SpecError as err:
+            message = str(err)
+            raise StudyError(message if message.startswith(config.source)
+                             else f"{where}: {message}") from err
+
+    def _spec_named(self, name: str, where: str) -> ModelSpec:
+        """A built-in spec name, or a spec file relative to the study file."""
+        path = Path(name)
+        if path.suffix in (".yaml", ".yml", ".json") and not path.is_absolute():
+            path = self.config.directory / path
+            return load_spec(path)
+        try:
+            return load_spec(name)
+        except SpecError as err:
+            raise SpecError(f"{where}: {err}") from err
+
+    def _parse(self, key: str, raw: Any) -> Dimension:
+        where = f"{self.config.source}: space.{key}"
+        spec_choices: Choices | Range = Choices(choices=raw) if isinstance(raw, list) else raw
+        choices = tuple(spec_choices.choices) if isinstance(spec_choices, Choices) else ()
+        rng = spec_choices if isinstance(spec_choices, Range) else None
+        per_layer, when = spec_choices.per_layer, dict(spec_choices.when)
+        if len(set(map(repr, choices))) != len(choices):
+            raise StudyError(f"{where}: the same value appears twice in {list(choices)}")
+        if key == "model":
+            return self._parse_model(where, choices, rng, per_layer, when)
+        if key == "width":
+            if rng is None and not all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 16
+                for c in choices
+            ):
+                raise StudyError(f"{where}: widths are numbers in (0, 16], found {list(choices)}")
+            if rng is not None and not 0 < rng.low <= rng.high <= 16:
+                raise StudyError(f"{where}: widths are numbers in (0, 16], found "
+                                 f"{rng.low}..{rng.high}")
+            self._no_layer_options(where, per_layer, when)
+            return Dimension(key, "width", choices=choices, range=rng)
+        if key.startswith("train."):
+            name = key[len("train."):]
+            if name not in TRAIN_FIELDS:
+                hint = _close(name, TRAIN_FIELDS)
+                raise StudyError(f"{where}: {name!r} is not a training field a space can vary; "
+                                 f"{hint}allowed: {', '.join(TRAIN_FIELDS)}")
+            self._no_layer_options(where, per_layer, when)
+            dim = Dimension(key, "train", arg=name, choices=choices, range=rng)
+            probe: tuple[Any, ...] = choices if rng is None else (rng.low, rng.high)
+            for value in probe:
+                changes: dict[str, Any] = {name: value}
+                try:
+                    replace(self.config.train_config(), **changes)
+                except DwsearchError as err:
+                    raise StudyError(f"{where}: {err}") from err
+            return dim
+        match = _LAYERS.match(key.replace(" ", ""))
+        if match is None:
+            raise StudyError(
+                f"{where}: unknown key; allowed: layers[i].ARG, layers[i:j].ARG, "
+                f"layers[i,j].ARG, width, model, train.FIELD"
+            )
+        layers = self._select(match["sel"], where)
+        arg = match["arg"]
+        if arg in ("in_channels", "in_features"):
+            raise StudyError(f"{where}: {arg} is inferred from the previous layer; vary the "
+                             f"previous layer's out_channels instead")
+        if arg == "block":
+            if rng is not None or not all(isinstance(c, str) for c in choices):
+                raise StudyError(f"{where}: blocks are names, found {raw!r}")
+            for value in choices:
+                try:
+                    canonical_name(str(value))
+                except SpecError as err:
+                    raise StudyError(f"{where}: {err}") from err
+            return Dimension(key, "block", "block", layers, choices, None, per_layer, when)
+        return Dimension(key, "layer", arg, layers, choices, rng, per_layer, when)
+
+    def _parse_model(self, where: str, choices: tuple[Any, ...], rng: Range | None,
+                     per_layer: bool, when: Mapping[str, Any]) -> Dimension:
+        if rng is not None or not all(isinstance(c, str) for c in choices):
+            raise StudyError(f"{where}: models are built-in spec names or spec files")
+        self._no_layer_options(where, per_layer, when)
+        for name in choices:
+            try:
+                self.models[name] = self._spec_named(name, where)
+            except SpecError as err:
+                message = str(err)
+                raise StudyError(message if message.startswith(where)
+                                 else f"{where}: {message}") from err
+        return Dimension("model", "model", choices=choices)
+
+    @staticmethod
+    def _no_layer_options(where: str, per_layer: bool, when: Mapping[str, Any]) -> None:
+        if per_layer or when:
+            raise StudyError(f"{where}: per_layer and when apply to layers[...] keys only")
+
+    def _select(self, selector: str, where: str) -> tuple[int, ...]:
+        n = min([len(self.base.layers), *(len(m.layers) for m in self.models.values())])
+        try:
+            if ":" in selector:
+                parts = selector.split(":")
+                if len(parts) > 3:
+                    raise ValueError
+                bounds = [int(p) if p.strip() else None for p in parts]
+                indices = tuple(range(n)[slice(*bounds)])
+            else:
+                indices = tuple(int(p) for p in selector.split(","))
+        except ValueError:
+            raise StudyError(f"{where}: layer selector [{selector}]: expected an index, a slice "
+                             f"like 0:3 or a list like 0,1,2") from None
+        if not indices:
+            raise StudyError(f"{where}: [{selector}] selects no layer (the model has {n})")
+        for i in indices:
+            if not -n <= i < n:
+                raise StudyError(f"{where}: layer index {i} out of range 0..{n - 1}")
+        normalized = tuple(i % n for i in indices)
+        if len(set(normalized)) != len(normalized):
+            raise StudyError(f"{where}: layer {normalized[0]} selected twice")
+        return normalized
+
+    # -- configurations ---------------------------------------------------------------------
+    def _draft(self, model: str | None) -> _Draft:
+        spec = self.models[model] if model is not None else self.base
+        return _Draft(spec, [layer.to_dict() for layer in spec.layers], {})
+
+    def _params(self, dim: Dimension, draft: _Draft) -> list[tuple[str, tuple[int, ...]]]:
+        """The parameters ``dim`` has for the configuration drafted so far: (name, layers)."""
+        if dim.kind in ("model", "width", "train"):
+            return [(dim.key, ())]
+        applicable = tuple(i for i in dim.layers if self._applies(dim, draft, i))
+        if not applicable:
+            return []
+        if dim.per_layer:
+            return [(f"layers[{i}].{dim.arg}", (i,)) for i in applicable]
+        return [(dim.key, applicable)]
+
+    def _applies(self, dim: Dimension, draft: _Draft, index: int) -> bool:
+        if index >= len(draft.layers):
+            return False
+        layer = draft.layer(index)
+        if dim.kind == "layer" and not _accepts(canonical_name(layer.block), dim.arg):
+            return False
+        for arg, wanted in dim.when.items():
+            current = _layer_value(layer, arg)
+            if arg == "block":
+                current, wanted = canonical_name(current), canonical_name(str(wanted))
+            if current != wanted:
+                return False
+        return True
+
+    def _set(self, dim: Dimension, draft: _Draft, layers: tuple[int, ...], value: Any) -> None:
+        if dim.kind == "width":
+            self._scale(draft, float(value))
+        elif dim.kind == "train":
+            draft.train[dim.arg] = value
+        elif dim.kind == "block":
+            for i in layers:
+                old = draft.layers[i]
+                new_block = canonical_name(value)
+                if canonical_name(old["block"]) == new_block:
+                    continue
+                kept = {k: v for k, v in old.items() if k != "block" and _accepts(new_block, k)}
+                draft.layers[i] = {"block": value, **kept}
+        else:
+            for i in layers:
+                draft.layers[i][dim.arg] = value
+
+    @staticmethod
+    def _scale(draft: _Draft, width: float) -> None:
+        last_linear = max((i for i, d in enumerate(draft.layers) if "out_features" in d),
+                          default=None)
+        for i, layer in enumerate(draft.layers):
+            if isinstance(layer.get("out_channels"), int):
+                layer["out_channels"] = make_divisible(layer["out_channels"] * width)
+            if i != last_linear and isinstance(layer.get("out_features"), int):
+                layer["out_features"] = make_divisible(layer["out_features"] * width)
+
+    def _finish(self, draft: _Draft) -> tuple[ModelSpec, dict[str, Any]]:
+        spec = ModelSpec(draft.spec.input_shape, draft.spec.num_classes,
+                         tuple(draft.layer(i) for i in range(len(draft.layers))),
+                         draft.spec.name)
+        return spec, dict(draft.train)
+
+    def apply(self, config: Mapping[str, Any]) -> tuple[ModelSpec, dict[str, Any]]:
+        """The spec and training-recipe changes a configuration stands for. Parameters that
+        do not apply (a ``ratio`` where no layer is ``hybrid``) are ignored."""
+        draft = self._draft(config.get("model"))
+        for dim in self.dimensions:
+            if dim.kind == "model":
+                continue
+            for name, layers in self._params(dim, draft):
+                if name in config:
+                    self._set(dim, draft, layers, config[name])
+        return self._finish(draft)
+
+    def record(self, config: Mapping[str, Any], suggest: Suggest) -> None:
+        """Tell the sampler about a configuration fixed in advance (grid, ablation, repeats),
+        so Optuna stores its parameters; values come back unchanged."""
+        draft = self._draft(config.get("model"))
+        for dim in self.dimensions:
+            if dim.kind == "model":
+                if "model" in config:
+                    dim.suggest(suggest, "model")
+                continue
+            for name, layers in self._params(dim, draft):
+                if name in config:
+                    dim.suggest(suggest, name)
+                    self._set(dim, draft, layers, config[name])
+
+    def suggest(self, suggest: Suggest) -> dict[str, Any]:
+        """Choose a configuration through a sampler, parameter by parameter."""
+        chosen: dict[str, Any] = {}
+        model_dim = next((d for d in self.dimensions if d.kind == "model"), None)
+        if model_dim is not None:
+            chosen["model"] = model_dim.suggest(suggest, "model")
+        draft = self._draft(chosen.get("model"))
+        for dim in self.dimensions:
+            if dim.kind == "model":
+                continue
+            for name, layers in self._params(dim, draft):
+                value = dim.suggest(suggest, name)
+                chosen[name] = value
+                self._set(dim, draft, layers, value)
+        return chosen
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every configuration (the cartesian product, conditional parameters only where they
+        apply), without duplicates of the same architecture and recipe."""
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        model_dim = next((d for d in self.dimensions if d.kind == "model"), None)
+        models = model_dim.values() if model_dim is not None else [None]
+        for model in models:
+            start = {"model": model} if model is not None else {}
+            for config in self._expand(self._draft(model), 0, start):
+                spec, train = self.apply(config)
+                identity = spec.hash() + json.dumps(train, sort_keys=True)
+                if identity in seen:
+                    continue
+                seen.add(identity)
+                out.append(config)
+                if len(out) > MAX_CONFIGURATIONS:
+                    raise StudyError(f"{self.config.source}: space: more than "
+                                     f"{MAX_CONFIGURATIONS:,} configurations; use a sampler "
+                                     f"(tpe, nsga2, random) or fewer values")
+        return out
+
+    def _expand(self, draft: _Draft, index: int, chosen: dict[str, Any]
+                ) -> Iterator[dict[str, Any]]:
+        dims = [d for d in self.dimensions if d.kind != "model"]
+        if index == len(dims):
+            yield dict(chosen)
+            return
+        dim = dims[index]
+        params = self._params(dim, draft)
+        if not params:
+            yield from self._expand(draft, index + 1, chosen)
+            return
+        try:
+            values = dim.values()
+        except ValueError as err:
+            raise StudyError(f"{self.config.source}: space.{dim.key}: {err}") from err
+        for combo in itertools.product(values, repeat=len(params)):
+            child = _Draft(draft.spec, [dict(layer) for layer in draft.layers], dict(draft.train))
+            picked = dict(chosen)
+            for (name, layers), value in zip(params, combo, strict=True):
+                picked[name] = value
+                self._set(dim, child, layers, value)
+            yield from self._expand(child, index + 1, picked)
+
+    def ablation(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """The base, then one factor changed at a time: (factor key or None, configuration).
+        A factor's value equal to the base's is skipped (it is the base)."""
+        out: list[tuple[str | None, dict[str, Any]]] = [(None, {})]
+        base_draft = self._draft(None)
+        train = self.config.train_config()
+        for dim in self.dimensions:
+            try:
+                values = dim.values()
+            except ValueError as err:
+                raise StudyError(f"{self.config.source}: space.{dim.key}: {err}") from err
+            if dim.kind == "model":
+                for value in values:
+                    if self.models[value].hash() != self.base.hash():
+                        out.append((dim.key, {"model": value}))
+                continue
+            for name, layers in self._params(dim, base_draft):
+                base_value = self._base_value(dim, base_draft, layers, train)
+                for value in values:
+                    same = (canonical_name(value) if dim.kind == "block" else value)
+                    if same == base_value:
+                        continue
+                    out.append((dim.key, {name: value}))
+        return out
+
+    def _base_value(self, dim: Dimension, draft: _Draft, layers: tuple[int, ...],
+                    train: TrainConfig) -> Any:
+        if dim.kind == "width":
+            return 1.0
+        if dim.kind == "train":
+            return getattr(train, dim.arg)
+        found = {json.dumps(_layer_value(draft.layer(i), dim.arg)) for i in layers}
+        if len(found) != 1:
+            return object()  # the layers differ: every value is a change
+        value = _layer_value(draft.layer(layers[0]), dim.arg)
+        return canonical_name(value) if dim.kind == "block" else value
+
+
+def _close(name: str, allowed: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+

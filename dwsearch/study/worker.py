@@ -1,0 +1,608 @@
+"""A study worker: one long-lived process that loads the data once and runs trial after trial.
+
+Workers share nothing but the storage. Each pops a waiting slot atomically (Optuna's own
+WAITING -> RUNNING transition), keeps a heartbeat on it while it trains, and tells the result.
+Any number of workers, on any number of machines, can serve one study.
+
+Failure rules (each trial ends in exactly one of these):
+
+* completed: COMPLETE, objective values and the run record stored;
+* reused: an identical earlier run (same architecture, recipe, data and seed) exists: its
+  record and values are copied, nothing is trained (``info.reused_from``);
+* pruned: PRUNED, with the partial record and the reason;
+* diverged: FAIL with the record and the reason (a result of that configuration: not retried);
+* infeasible / error: FAIL with the reason; a sampled configuration's slot is given a fresh
+  empty slot (bounded), an enumerated one is not retried (it would fail again);
+* killed: a worker that stops heartbeating for ``grace`` seconds (or whose process is gone, on
+  the same host) has its trial failed by another worker and the slot laid out again;
+* interrupted: Ctrl-C fails the running trial and lays its slot out again, so running the same
+  command again finishes the study.
+
+Heartbeats are counters in a trial attribute; a watcher calls a trial dead when the counter has
+not moved for ``grace`` seconds of its own clock, so clocks of different machines need not agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dwsearch.data.config import DataConfig
+from dwsearch.errors import DwsearchError, StudyError, reason
+from dwsearch.records import RunRecord
+from dwsearch.study.plan import REPLACED_KEY, Plan, StudyHandle, derive_seed
+from dwsearch.study.pruning import CostMedian, prune_reason
+from dwsearch.study.space import config_hash
+from dwsearch.study.storage import ERROR_KEY, INFO_KEY, RECORD_KEY
+
+__all__ = ["TrialEvent", "Worker", "WorkerOptions"]
+
+HEARTBEAT_KEY = "dwsearch:heartbeat"  # trial system attr: {"beat": n, "worker": "host:pid"}
+
+
+def default_worker_id() -> str:
+    """``$DWSEARCH_WORKER_ID``, else ``HOST:PID`` (which lets a worker on the same host see
+    at once that a process is gone)."""
+    return os.environ.get("DWSEARCH_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker runs; none of this changes what a trial measures."""
+
+    device: str = "auto"
+    threads: int | None = None
+    data_dir: str | None = None
+    heartbeat: float = 10.0  # seconds between heartbeats
+    grace: float = 60.0  # seconds without a heartbeat before a trial counts as dead
+    poll: float = 2.0  # seconds between looks at the storage while others finish
+    timeout: float | None = None  # stop starting trials after this many seconds
+    weights_dir: str | None = None  # where keep_weights checkpoints go
+    # How this worker is named in the storage: HOST:PID, or $DWSEARCH_WORKER_ID.
+    worker_id: str = field(default_factory=lambda: default_worker_id())
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """What a worker says when a trial ends (for progress lines)."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED or FAIL
+    status: str  # completed, reused, pruned, diverged, infeasible, error, killed, interrupted
+    config: Mapping[str, Any]
+    val_accuracy: float | None = None
+    macs: int | None = None
+    seconds: float = 0.0
+    message: str = ""
+    overhead_seconds: float = 0.0
+
+
+class _Infeasible(Exception):
+    """A configuration over a constraint, found before training."""
+
+
+class _Heartbeat:
+    """A thread that bumps a trial's heartbeat counter every ``interval`` seconds."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: float, worker: str) -> None:
+        self.storage, self.trial_id, self.interval, self.worker = (
+            storage, trial_id, interval, worker)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dwsearch-heartbeat",
+                                        daemon=True)
+        self._beat = 0
+
+    def _write(self) -> None:
+        self._beat += 1
+        self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY,
+                                           {"beat": self._beat, "worker": self.worker})
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._write()
+            except Exception:  # a finished trial or a storage hiccup: try again next time
+                continue
+
+    def __enter__(self) -> _Heartbeat:
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+
+class _OptunaSuggest:
+    """The space's :class:`~dwsearch.study.space.Suggest` over an Optuna trial."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def categorical(self, name: str, choices: Any) -> Any:
+        return self.trial.suggest_categorical(name, choices)
+
+    def integer(self, name: str, low: int, high: int, step: int, log: bool) -> int:
+        return int(self.trial.suggest_int(name, low, high, step=step, log=log))
+
+    def real(self, name: str, low: float, high: float, step: float | None, log: bool) -> float:
+        return float(self.trial.suggest_float(name, low, high, step=step, log=log))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _one_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+class StudyData:
+    """A study's data, loaded once per worker process and kept (on the device, where there is
+    one) for every trial; one copy per input size the study's models ask for."""
+
+    def __init__(self, plan: Plan, options: WorkerOptions) -> None:
+        from dwsearch.runtime import resolve_device
+
+        self.plan, self.options = plan, options
+        self.device = str(resolve_device(options.device))
+        self._splits: dict[Any, Any] = {}
+
+    def config(self) -> DataConfig:
+        changes = {"data_dir": self.options.data_dir} if self.options.data_dir else {}
+        return self.plan.config.data_config(**changes)
+
+    def preload(self) -> StudyData:
+        """Load the base model's data now: a missing dataset is an error before anything
+        else happens."""
+        self.splits(self.plan.space.base)
+        return self
+
+    def splits(self, spec: Any) -> Any:
+        from dwsearch.data.tensors import DataSplits, ImageTensors
+        from dwsearch.run import load_data
+
+        key = spec.input_shape
+        if key not in self._splits:
+            splits = load_data(spec, self.config())
+
+            def moved(part: ImageTensors) -> ImageTensors:
+                return ImageTensors(part.images.to(self.device), part.labels.to(self.device),
+                                    part.classes)
+
+            if self.device != "cpu":
+                splits = DataSplits(moved(splits.train), moved(splits.val), moved(splits.test),
+                                    splits.classes, splits.source, splits.name,
+                                    splits.load_info)
+            self._splits[key] = splits
+        return self._splits[key]
+
+
+class Worker:
+    """Runs trials of one study until no slot is left (or its timeout passes)."""
+
+    def __init__(self, plan: Plan, handle: StudyHandle, options: WorkerOptions,
+                 on_event: Callable[[TrialEvent], None] | None = None,
+                 data: StudyData | None = None) -> None:
+        self.plan, self.handle, self.options = plan, handle, options
+        self.config = plan.config
+        self.on_event = on_event or (lambda event: None)
+        self.storage, self.study = handle.storage, handle.study
+        self.data = data or StudyData(plan, options)
+        self._watched: dict[int, tuple[Any, float]] = {}
+        self._peer_cache: dict[int, tuple[int, list[float]]] = {}
+        self._run_keys: dict[str, Any] = {}  # run key -> the first COMPLETE trial with it
+        self._known_complete: set[int] = set()
+        self._bugs_in_a_row = 0
+        self.ran = 0
+        needs = {o.metric for o in self.config.objectives} | {c.metric for c in
+                                                                self.config.constraints}
+        self.measure_latency = self.config.model.latency or "latency" in needs
+        self._device = self.data.device
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run trials until none is left to start; returns how many this worker ran."""
+        try:
+            return self._loop()
+        except Exception as err:
+            if "database is locked" in str(err):
+                raise StudyError(
+                    f"storage {self.handle.url}: SQLite stayed locked by other writers for "
+                    f"over a minute; for many workers use PostgreSQL (--storage "
+                    f"postgresql://...) or a journal file (--storage journal:///PATH.log)"
+                ) from err
+            raise
+
+    def _loop(self) -> int:
+        started = time.monotonic()
+        self.data.preload()  # a trial never pays for loading the data
+        self._recover_local()
+        while True:
+            if self.options.timeout is not None and (
+                    time.monotonic() - started > self.options.timeout):
+                break
+            trial_id = self._pop()
+            if trial_id is None and self.plan.open_ended:
+                trial_id = self.storage.create_new_trial(self.handle.study_id)
+                self.storage.set_trial_user_attr(trial_id, INFO_KEY, {
+                    "format": 1, "slot": None, "repeat": 0, "role": "sample", "factor": None})
+            if trial_id is None:
+                if self._others_running():
+                    self._watch()
+                    time.sleep(self.options.poll)
+                    continue
+                break
+            self._run_trial(trial_id)
+            self.ran += 1
+        return self.ran
+
+    def _pop(self) -> int | None:
+        import optuna
+
+        waiting = self.handle.trials(states=(optuna.trial.TrialState.WAITING,))
+        for trial in sorted(waiting, key=lambda t: t.number):
+            try:
+                if self.storage.set_trial_state_values(
+                        trial._trial_id, state=optuna.trial.TrialState.RUNNING):
+                    return int(trial._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
+
+    def _others_running(self) -> bool:
+        import optuna
+
+        return bool(self.handle.trials(states=(optuna.trial.TrialState.RUNNING,)))
+
+    # -- dead workers -----------------------------------------------------------------------
+    def _recover_local(self) -> None:
+        """Trials left RUNNING by processes of this host that no longer exist: requeue now
+        (no need to wait for their heartbeat to go stale)."""
+        import optuna
+
+        host = socket.gethostname()
+        for trial in self.handle.trials(states=(optuna.trial.TrialState.RUNNING,)):
+            worker = str(trial.user_attrs.get(INFO_KEY, {}).get("worker") or "")
+            name, _, pid = worker.rpartition(":")
+            if name == host and pid.isdigit() and not _pid_alive(int(pid)):
+                self._requeue(trial, "killed",
+                              f"its worker {worker} is gone (process ended without finishing)")
+
+    def _watch(self) -> None:
+        """Requeue trials whose heartbeat has not moved for ``grace`` seconds."""
+        import optuna
+
+        now = time.monotonic()
+        running = self.handle.trials(states=(optuna.trial.TrialState.RUNNING,))
+        alive = set()
+        for trial in running:
+            alive.add(trial.number)
+            beat = trial.system_attrs.get(HEARTBEAT_KEY)
+            seen = self._watched.get(trial.number)
+            if seen is None or seen[0] != beat:
+                self._watched[trial.number] = (beat, now)
+                continue
+            if now - seen[1] > self.options.grace:
+                worker = trial.user_attrs.get(INFO_KEY, {}).get("worker", "?")
+                self._requeue(trial, "killed", f"its worker {worker} stopped answering (no "
+                                               f"heartbeat for {self.options.grace:g} s)")
+        for number in set(self._watched) - alive:
+            del self._watched[number]
+        self._recover_local()
+
+    def _requeue(self, trial: Any, status: str, why: str) -> None:
+        """Fail ``trial`` (if nobody else did first) and lay its slot out again."""
+        import optuna
+
+        info = dict(trial.user_attrs.get(INFO_KEY, {}))
+        try:
+            self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, f"{status}: {why}")
+            self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, {**info,
+                                                                         "status": status})
+            won = self.storage.set_trial_state_values(trial._trial_id,
+                                                      state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return
+        if not won:
+            return
+        self._enqueue_retry(trial.number, dict(trial.params), info)
+        self.on_event(TrialEvent(trial.number, "FAIL", status, info.get("config", {}),
+                                 message=f"{why}; laid out again"))
+
+    def _enqueue_retry(self, number: int, params: dict[str, Any], info: Mapping[str, Any]
+                       ) -> None:
+        keep = {k: info[k] for k in ("format", "slot", "repeat", "role", "factor", "config",
+                                     "config_hash") if k in info}
+        self.study.enqueue_trial(params, user_attrs={INFO_KEY: {**keep, "retry_of": number}})
+
+    # -- one trial --------------------------------------------------------------------------
+    def _run_trial(self, trial_id: int) -> None:
+        import optuna
+
+        trial = optuna.trial.Trial(self.study, trial_id)
+        info = dict(trial.user_attrs.get(INFO_KEY, {}))
+        info.update(worker=self.options.worker_id, status="running")
+        self.storage.set_trial_user_attr(trial_id, INFO_KEY, info)
+        started = time.monotonic()
+        with _Heartbeat(self.storage, trial_id, self.options.heartbeat, self.options.worker_id):
+            try:
+                self._execute(trial, info, started)
+                self._bugs_in_a_row = 0
+            except KeyboardInterrupt:
+                self._give_back(trial, info)
+                raise
+            except DwsearchError as err:  # the configuration cannot run: a located reason
+                self._fail(trial, info, "error", _one_line(err), started)
+            except Exception as err:  # a bug or the machine (out of memory): keep going
+                if "database is locked" in str(err):
+                    raise
+                self._bugs_in_a_row += 1
+                self._fail(trial, info, "error", f"{type(err).__name__}: {_one_line(err)}",
+                           started)
+                if self._bugs_in_a_row >= 3:
+                    raise StudyError(f"three trials in a row failed unexpectedly; the last: "
+                                     f"{reason(err)}") from err
+
+    def _give_back(self, trial: Any, info: dict[str, Any]) -> None:
+        import optuna
+
+        why = "interrupted by the user (Ctrl-C)"
+        try:
+            self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, f"interrupted: {why}")
+            self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY,
+                                             {**info, "status": "interrupted"})
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return
+        self._enqueue_retry(trial.number, dict(trial.params), info)
+        self.on_event(TrialEvent(trial.number, "FAIL", "interrupted", info.get("config", {}),
+                                 message=f"{why}; laid out again"))
+
+    def _fail(self, trial: Any, info: dict[str, Any], status: str, why: str,
+              started: float, record: RunRecord | None = None) -> None:
+        import optuna
+
+        info["status"] = status
+        self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
+        self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, why)
+        if record is not None:
+            self.storage.set_trial_user_attr(trial._trial_id, RECORD_KEY, record.to_dict())
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if status in ("infeasible", "error") and info.get("role") == "sample" and (
+                info.get("repeat", 0) == 0):
+            self._replace_sample()
+        self.on_event(TrialEvent(trial.number, "FAIL", status, info.get("config", {}),
+                                 seconds=time.monotonic() - started, message=why))
+
+    def _replace_sample(self) -> None:
+        """A fresh empty slot for a sampled configuration that could not run, so the study
+        still trains n_trials; bounded, in case the sampler keeps proposing bad ones."""
+        if self.plan.open_ended:
+            return
+        replaced = int(self.handle.system_attr(REPLACED_KEY, 0))
+        if replaced >= max(20, 2 * self.plan.configurations):
+            return
+        self.handle.set_system_attr(REPLACED_KEY, replaced + 1)
+        self.study.enqueue_trial({}, user_attrs={INFO_KEY: {
+            "format": 1, "slot": None, "repeat": 0, "role": "sample", "factor": None,
+            "replaces_a_failed_sample": True}})
+
+    def _execute(self, trial: Any, info: dict[str, Any], started: float) -> None:
+        import optuna
+
+        from dwsearch.run import train_spec
+
+        space = self.plan.space
+        suggest = _OptunaSuggest(trial)
+        if "config" in info:
+            config = dict(info["config"])
+            space.record(config, suggest)
+        else:
+            config = space.suggest(suggest)
+            info["config"] = config
+            info["config_hash"] = config_hash(config)
+            self._enqueue_repeats(info)
+        spec, train_changes = space.apply(config)
+        if set(config) - {"model"}:
+            spec = type(spec)(spec.input_shape, spec.num_classes, spec.layers, None)
+        repeat = int(info.get("repeat", 0))
+        seed = derive_seed(self.config.model.seed, repeat,
+                           trial.number if self.config.model.seeds == "per_trial" else None)
+        train = self.config.train_config(**train_changes, seed=seed, device=self.options.device,
+                                         threads=self.options.threads)
+        data = self.data.config()
+        run_key = self._run_key(spec.hash(), train, data)
+        info.update(seed=seed, run_key=run_key)
+        self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
+
+        reused = self._find_reusable(run_key)
+        if reused is not None:
+            self._reuse(trial, info, reused, started)
+            return
+
+        splits = self.data.splits(spec)
+        pruned: list[str] = []
+        costs: dict[str, Any] = {}  # filled by the check: when costs were known, the MACs
+        check = self._constraint_check(costs)
+        pruner = self._pruner(trial, pruned, costs)
+        weights = None
+        if self.config.model.keep_weights:
+            folder = Path(self.options.weights_dir or ".")
+            weights = folder / f"{self.config.name}-trial-{trial.number}.pt"
+            info["weights"] = str(weights)
+        run_started = time.monotonic()
+        try:
+            record = train_spec(
+                spec, splits, train, test=self.config.model.test, callbacks=[pruner],
+                progress=False, latency=self.measure_latency, data_config=data,
+                extra={"study": self.config.name, "trial": trial.number, "repeat": repeat,
+                       "config": config},
+                check=check, checkpoint=weights,
+            )
+        except _Infeasible as err:
+            self._fail(trial, info, "infeasible", str(err), started)
+            return
+        run_seconds = time.monotonic() - run_started
+        total = time.monotonic() - started
+        # Overhead: everything but training, validation and the test evaluation: sampling,
+        # storage writes, building and profiling the model, measuring its latency.
+        profiling = costs["at"] - run_started if "at" in costs else 0.0
+        info["trial_seconds"] = round(total, 3)
+        info["overhead_seconds"] = round(total - run_seconds + profiling, 3)
+        if record.status == "diverged":
+            self._fail(trial, info, "diverged", record.message, started, record)
+            return
+        self.storage.set_trial_user_attr(trial._trial_id, RECORD_KEY, record.to_dict())
+        if pruned:
+            info["status"] = "pruned"
+            self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
+            self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, pruned[0])
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self._emit(trial.number, "PRUNED", "pruned", config, record, total, pruned[0], info)
+            return
+        info["status"] = "completed"
+        self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
+        self.study.tell(trial, values=self._values(record))
+        self._emit(trial.number, "COMPLETE", "completed", config, record, total, "", info)
+
+    def _emit(self, number: int, state: str, status: str, config: Mapping[str, Any],
+              record: RunRecord, seconds: float, message: str, info: Mapping[str, Any]) -> None:
+        self.on_event(TrialEvent(number, state, status, config, record.val_accuracy,
+                                 record.macs, seconds, message,
+                                 float(info.get("overhead_seconds", 0.0))))
+
+    def _enqueue_repeats(self, info: Mapping[str, Any]) -> None:
+        """The other repeats of a freshly sampled configuration, as fixed slots; skipped for
+        repeats that exist already (a retried trial must not add them twice)."""
+        repeats = self.config.model.repeats
+        if repeats == 1 or int(info.get("repeat", 0)) != 0:
+            return
+        existing = {
+            t.user_attrs.get(INFO_KEY, {}).get("repeat") for t in self.handle.trials()
+            if t.user_attrs.get(INFO_KEY, {}).get("config_hash") == info["config_hash"]
+        }
+        for r in range(1, repeats):
+            if r not in existing:
+                self.study.enqueue_trial(dict(info["config"]), user_attrs={INFO_KEY: {
+                    "format": 1, "slot": info.get("slot"), "repeat": r, "role": "sample",
+                    "factor": None, "config": dict(info["config"]),
+                    "config_hash": info["config_hash"]}})
+
+    # -- reuse ------------------------------------------------------------------------------
+    def _run_key(self, spec_hash: str, train: Any, data: DataConfig) -> str:
+        recipe = asdict(train)
+        for runtime in ("threads", "compile", "channels_last"):
+            recipe.pop(runtime)  # how fast, not what is trained
+        recipe["device"] = self._device.split(":")[0]
+        data_fields = asdict(data)
+        data_fields.pop("download")
+        payload = {"spec": spec_hash, "train": recipe, "data": data_fields,
+                   "test": self.config.model.test}
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def _find_reusable(self, run_key: str) -> Any | None:
+        import optuna
+
+        if run_key not in self._run_keys:
+            for t in self.handle.trials(states=(optuna.trial.TrialState.COMPLETE,)):
+                if t.number in self._known_complete:
+                    continue
+                self._known_complete.add(t.number)
+                key = t.user_attrs.get(INFO_KEY, {}).get("run_key")
+                if key and RECORD_KEY in t.user_attrs:
+                    self._run_keys.setdefault(key, t)
+        return self._run_keys.get(run_key)
+
+    def _reuse(self, trial: Any, info: dict[str, Any], source: Any, started: float) -> None:
+        record = RunRecord.from_dict(source.user_attrs[RECORD_KEY],
+                                     where=f"trial {source.number}")
+        info.update(status="completed", reused_from=source.number,
+                    trial_seconds=round(time.monotonic() - started, 3))
+        self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
+        self.storage.set_trial_user_attr(trial._trial_id, RECORD_KEY, record.to_dict())
+        self.study.tell(trial, values=list(source.values))
+        self.on_event(TrialEvent(trial.number, "COMPLETE", "reused", info.get("config", {}),
+                                 record.val_accuracy, record.macs,
+                                 time.monotonic() - started,
+                                 f"same run as trial {source.number}: result reused"))
+
+    # -- pieces of a run --------------------------------------------------------------------
+    def _constraint_check(self, known: dict[str, Any]) -> Callable[[Any, Any], None]:
+        constraints = self.config.constraints
+
+        def check(costs: Any, timing: Any) -> None:
+            known.update(at=time.monotonic(), macs=costs.macs)
+            measured = {"params": costs.params, "macs": costs.macs,
+                        "activations": costs.activations, "saved_bytes": costs.saved_bytes,
+                        "latency": timing.median_ms if timing is not None else None}
+            broken = [str(c) for c in constraints
+                      if measured.get(c.metric) is not None and not c.holds(measured[c.metric])]
+            if broken:
+                shown = ", ".join(f"{m} {measured[m]:,.4g}" for m in
+                                  dict.fromkeys(c.metric for c in constraints))
+                raise _Infeasible(f"over the constraints {', '.join(broken)} ({shown})")
+
+        return check
+
+    def _pruner(self, trial: Any, pruned: list[str], costs: Mapping[str, Any]
+                ) -> Callable[[Any], None]:
+        from dwsearch.train.loop import StopTraining
+
+        section = self.config.pruner
+        rule = CostMedian(section, self._peers) if section.name == "cost_median" else None
+
+        def callback(metrics: Any) -> None:
+            if section.name == "none":
+                return
+            if rule is not None:
+                why = rule.reason(metrics.epoch, metrics.val_accuracy, int(costs["macs"]))
+            else:
+                why = prune_reason(trial, metrics.epoch, metrics.val_accuracy)
+            if why:
+                pruned.append(why)
+                raise StopTraining(f"pruned: {why}")
+
+        return callback
+
+    def _peers(self) -> list[tuple[int, list[float]]]:
+        import optuna
+
+        for t in self.handle.trials(states=(optuna.trial.TrialState.COMPLETE,)):
+            if t.number in self._peer_cache or RECORD_KEY not in t.user_attrs:
+                continue
+            raw = t.user_attrs[RECORD_KEY]
+            curve = [e.get("val_accuracy") for e in raw.get("epochs", [])]
+            if all(v is not None for v in curve):
+                self._peer_cache[t.number] = (int(raw.get("macs", 0)), curve)
+        return list(self._peer_cache.values())
+
+    def _values(self, record: RunRecord) -> list[float]:
+        out = []
+        for objective in self.config.objectives:
+            value = {"val_accuracy": record.val_accuracy,
+                     "best_val_accuracy": record.best_val_accuracy,
+                     "params": record.params, "macs": record.macs,
+                     "activations": record.activations, "saved_bytes": record.saved_bytes,
+                     "latency": record.latency_ms}[objective.metric]
+            if value is None:
+                raise StudyError(f"objective {objective} was not measured (no validation split "
+                                 f"or latency off)")
+            out.append(float(value))
+        return out

@@ -1,0 +1,154 @@
+"""Hostile study files: wrong types, unknown keys, empty choices, negative budgets, huge
+numbers, bad YAML. Never a traceback: a located one-line StudyError (or a valid plan), in
+bounded time, and no storage created or touched."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from studyutil import TINY_BASE, make_images
+
+from dwsearch.cli import main
+from dwsearch.errors import StudyError
+from dwsearch.study.config import parse_study_config
+from dwsearch.study.plan import make_plan
+
+VALID: dict[str, Any] = {
+    "name": "fuzz",
+    "base": TINY_BASE,
+    "data": {"dataset": "imagefolder", "data_dir": "/nonexistent", "val_size": 10},
+    "train": {"epochs": 1},
+    "space": {"layers[0,2].block": ["conv", "dwsep"], "layers[0,2].kernel_size": [3, 5]},
+    "objectives": ["val_accuracy", "macs"],
+    "sampler": "grid",
+    "repeats": 1,
+}
+KEYS = [
+    "name", "base", "data", "data.val_size", "data.train_subset", "data.dataset", "train",
+    "train.lr", "train.epochs", "train.optimizer", "train.nesterov", "train.batch_size",
+    "space", "space.width", "space.model", "space.train.lr", "space.layers[0].block",
+    "space.layers[0:3].kernel_size", "space.layers[9].block", "space.layers[0,2].ratio",
+    "objectives", "constraints", "constraints.macs", "sampler", "sampler.name", "pruner",
+    "pruner.name", "n_trials", "timeout", "repeats", "seed", "seeds", "format", "storage",
+    "test", "bogus", "space.bogus",
+]
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.sampled_from([0, 1, -1, 10**30]),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(["conv", "dwsep", "tpe", "grid", "<= 400M", "val_accuracy", "2h", "0:3",
+                     "seed_cnn", "sqlite:///x.db", "cuda", ""]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.sampled_from(["choices", "low", "high", "step",
+                                                             "log", "per_layer", "when", "name",
+                                                             "x"]), inner, max_size=4)),
+    max_leaves=8,
+)
+
+
+def mutate(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    if key.startswith("space."):
+        out.setdefault("space", {})
+        if isinstance(out["space"], dict):
+            out["space"][key[len("space."):]] = value
+        return out
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return out
+
+
+def check(data: Any, study_dir: Path) -> None:
+    start = time.perf_counter()
+    try:
+        make_plan(parse_study_config(data, "fuzz.yaml"))
+    except StudyError as err:
+        message = str(err)
+        assert "\n" not in message and message.startswith(("fuzz.yaml", "storage")), message
+    assert time.perf_counter() - start < 30
+    assert not study_dir.exists() or not list(study_dir.iterdir())
+
+
+@pytest.fixture(autouse=True)
+def _study_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DWSEARCH_STUDY_DIR", str(tmp_path / "studies"))
+    return tmp_path / "studies"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(KEYS), VALUES), min_size=1, max_size=3))
+def test_mutated_study_files(_study_dir: Path, mutations: list[tuple[str, Any]]) -> None:
+    data = VALID
+    for key, value in mutations:
+        data = mutate(data, key, value)
+    check(data, _study_dir)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(st.one_of(VALUES, st.text(max_size=40)))
+def test_anything_at_the_top_level(_study_dir: Path, value: Any) -> None:
+    check(value, _study_dir)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet="abcnm:[]{}-,0123 \n'\"&*!", max_size=120))
+def test_any_text_as_a_study_file_through_the_command_line(_study_dir: Path, tmp_path: Path,
+                                                           text: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["run-study", str(path), "--dry-run"])
+    assert result.exit_code in (0, 1, 2), result.output
+    assert "Traceback" not in result.output
+    if result.exit_code == 1:
+        assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+
+
+def test_a_valid_file_through_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(VALID))
+    result = CliRunner().invoke(main, ["run-study", str(path), "--dry-run"])
+    assert result.exit_code == 0 and "4 configuration(s) x 1 repeat(s)" in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run-study", "missing.yaml"], "missing.yaml: no such study file"),
+    (["run-study", "STUDY", "--jobs", "0"], "--jobs: expected a number of processes"),
+    (["run-study", "STUDY", "--device", "gpu"], "device: expected 'auto', 'cpu', 'cuda'"),
+    (["run-study", "STUDY", "--timeout", "soon"], "--timeout: expected seconds"),
+    (["run-study", "STUDY", "--set", "train.lr=-1", "--dry-run"], "train.lr: expected a finite"),
+    (["run-study", "STUDY", "--storage", "redis://x"], "unknown kind of storage"),
+    (["run-study", "STUDY", "--storage", "postgresql://u:secret@127.0.0.1:9/db"],
+     "cannot open"),
+    (["run-study", "STUDY", "--set", "data.data_dir=/nonexistent/x"], "/nonexistent/x"),
+])
+def test_command_line_mistakes_are_one_line(tmp_path: Path, args: list[str],
+                                            message: str) -> None:
+    path = tmp_path / "s.yaml"
+    images = make_images(tmp_path / "images", per_class=4, test_per_class=2)
+    path.write_text(yaml.safe_dump({**VALID, "data": {"dataset": "imagefolder", "val_size": 3,
+                                                      "data_dir": str(images)}}))
+    args = [str(path) if a == "STUDY" else a for a in args]
+    start = time.perf_counter()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert message in result.output and result.output.count("\n") == 1, result.output
+    assert "secret" not in result.output
+    assert time.perf_counter() - start < 30  # an unreachable database answers in bounded time

@@ -1,0 +1,143 @@
+"""Studies as users run them: real console processes, killed with SIGKILL or stopped with
+Ctrl-C, several workers on one study through a real PostgreSQL server and a journal file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pg import postgres_server
+from studyutil import dwsearch, make_images, study_dict, trial_states, wait_for, write_study
+
+# Long enough per trial (about a second) to be caught mid-training.
+SLOW_TRAIN = {"epochs": 20, "lr": 0.05, "batch_size": 8, "device": "cpu", "threads": 1,
+              "precision": "fp32"}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"DWSEARCH_STUDY_DIR": str(tmp_path / "studies"),
+            "DWSEARCH_CACHE_DIR": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+
+
+def slow_study(tmp_path: Path, images: Path, **changes: object) -> Path:
+    data = study_dict(images, train=SLOW_TRAIN, repeats=2, **changes)
+    return write_study(tmp_path / "study.yaml", data)
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out + err
+
+
+def test_killed_worker_is_resumed_with_exactly_n_trials(images: Path, tmp_path: Path,
+                                                        env: dict[str, str]) -> None:
+    study = slow_study(tmp_path, images)
+    url = f"sqlite:///{tmp_path / 'studies' / 't.db'}"
+    first = dwsearch("run-study", str(study), "--quiet", env=env)
+    wait_for(lambda: any(s == "COMPLETE" for _, s, _ in trial_states(url, "t"))
+             and any(s == "RUNNING" for _, s, _ in trial_states(url, "t")),
+             120, "a finished trial and a running one")
+    first.kill()
+    first.wait()
+    running = [n for n, s, _ in trial_states(url, "t") if s == "RUNNING"]
+    assert len(running) == 1
+    code, output = finish(dwsearch("run-study", str(study), "--quiet", env=env))
+    assert code == 0, output
+    states = trial_states(url, "t")
+    complete = [info for _, s, info in states if s == "COMPLETE"]
+    failed = [(n, info) for n, s, info in states if s == "FAIL"]
+    assert len(complete) == 4
+    assert sorted(i["slot"] for i in complete) == [0, 1, 2, 3]  # every slot once
+    assert [n for n, _ in failed] == running and failed[0][1]["status"] == "killed"
+    assert [i.get("retry_of") for i in complete if i.get("retry_of") is not None] == running
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(images: Path, tmp_path: Path,
+                                                            env: dict[str, str]) -> None:
+    study = slow_study(tmp_path, images)
+    url = f"sqlite:///{tmp_path / 'studies' / 't.db'}"
+    first = dwsearch("run-study", str(study), "--quiet", env=env)
+    wait_for(lambda: any(s == "RUNNING" for _, s, _ in trial_states(url, "t")), 120,
+             "a running trial")
+    first.send_signal(signal.SIGINT)
+    code, output = finish(first, timeout=60)
+    assert code == 130, output
+    assert "Traceback" not in output and "Interrupted." in output
+    states = trial_states(url, "t")
+    interrupted = [(n, i) for n, s, i in states if s == "FAIL"]
+    assert len(interrupted) == 1 and interrupted[0][1]["status"] == "interrupted"
+    assert not [n for n, s, _ in states if s == "RUNNING"]
+    code, output = finish(dwsearch("run-study", str(study), "--quiet", env=env))
+    assert code == 0, output
+    states = trial_states(url, "t")
+    assert Counter(s for _, s, _ in states) == {"COMPLETE": 4, "FAIL": 1}
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+def test_three_workers_share_a_postgresql_study_and_survive_a_kill(
+        images: Path, tmp_path: Path, env: dict[str, str], postgres: str) -> None:
+    """Three workers, each named as if on another machine, so the dead one is found by its
+    heartbeat, not by its process id."""
+    study = write_study(tmp_path / "study.yaml", study_dict(
+        images, name="shared", train=SLOW_TRAIN, repeats=3))
+    workers = [
+        dwsearch("run-study", str(study), "--storage", postgres, "--quiet", "--heartbeat", "0.5",
+                 "--grace", "4", env={**env, "DWSEARCH_WORKER_ID": f"machine{i}:1"})
+        for i in range(3)
+    ]
+
+    def victim_running() -> bool:
+        return any(s == "RUNNING" and i.get("worker") == "machine0:1"
+                   for _, s, i in trial_states(postgres, "shared"))
+
+    wait_for(victim_running, 180, "worker 0 to be training")
+    workers[0].send_signal(signal.SIGKILL)
+    workers[0].wait()
+    killed = [n for n, s, i in trial_states(postgres, "shared")
+              if s == "RUNNING" and i.get("worker") == "machine0:1"]
+    for process in workers[1:]:
+        code, output = finish(process, timeout=300)
+        assert code == 0, output
+    states = trial_states(postgres, "shared")
+    complete = [i for _, s, i in states if s == "COMPLETE"]
+    failed = [(n, i) for n, s, i in states if s == "FAIL"]
+    numbers = [n for n, _, _ in states]
+    assert len(complete) == 6 and len(numbers) == len(set(numbers))
+    assert sorted(i["slot"] for i in complete) == list(range(6))
+    assert [n for n, _ in failed] == killed and failed[0][1]["status"] == "killed"
+    assert any(i.get("retry_of") == killed[0] for i in complete)
+    assert {i["worker"] for i in complete} <= {"machine1:1", "machine2:1", "machine0:1"}
+
+
+def test_jobs_share_a_journal_file(images: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    study = write_study(tmp_path / "study.yaml", study_dict(images, repeats=3))
+    journal = f"journal:///{tmp_path / 'study.log'}"
+    code, output = finish(dwsearch("run-study", str(study), "--storage", journal, "--jobs", "2",
+                                   "--quiet", env=env))
+    assert code == 0, output
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "study.log")))
+    trials = optuna.load_study(study_name="t", storage=storage).trials
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
+    workers = {t.user_attrs["dwsearch"]["worker"] for t in trials}
+    assert 1 <= len(workers) <= 2 and all(w.rsplit(":", 1)[1].isdigit() for w in workers)
+    assert os.path.getsize(tmp_path / "study.log") > 0
