@@ -52,7 +52,7 @@ def default_dir(study_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 @pytest.fixture(scope="module")
 def weights_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
     """A study whose trials kept weights: trial 0 as a dwsearch checkpoint, trial 1 as a bare
-    state dict, trial 2 none."""
+    state dict under a path relative to the storage's folder, trial 2 none."""
     from dwsearch.builder import build_model
     from dwsearch.train.checkpoint import CHECKPOINT_FORMAT_VERSION, save_checkpoint
 
@@ -64,7 +64,7 @@ def weights_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, P
                            "model": model.state_dict()})
     torch.save(model.state_dict(), bare)
     trials = [synthetic.Trial({}, TINY, r, r, "base", weights=str(w) if w else None)
-              for r, w in enumerate([full, bare, None])]
+              for r, w in enumerate([full, Path(bare.name), None])]
     url = f"sqlite:///{folder / 'weights.db'}"
     name = synthetic.write_study(url, {"name": "kept-weights", "base": "seed_cnn",
                                        "sampler": "grid", "repeats": 3, "keep_weights": True},
@@ -258,7 +258,7 @@ def test_export_checkpoint_refuses_weights_that_do_not_fit(tmp_path: Path) -> No
     results = load_results(name, url)
     with pytest.raises(ReportError, match="the kept weights do not fit its spec"):
         export_trial(results, 0, "checkpoint", tmp_path / "x.pt")
-    with pytest.raises(ReportError, match=r"its weights file .*gone.pt is missing"):
+    with pytest.raises(ReportError, match=r"its weights file .*gone.pt is missing$"):
         export_trial(results, 1, "checkpoint", tmp_path / "x.pt")
 
 

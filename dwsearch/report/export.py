@@ -109,8 +109,13 @@ def _weights(results: StudyResults, trial: TrialResult) -> dict[str, Any]:
             f"trial {trial.number} of study {results.name!r} kept no weights (the study ran "
             f"with keep_weights: false); --format spec exports its architecture")
     path = Path(str(kept)).expanduser()
+    where = ""
+    folder = _storage_folder(results.storage)
+    if not path.is_file() and not path.is_absolute() and folder is not None:
+        where = f" (looked in the current folder and in {folder}, beside the storage)"
+        path = folder / path
     if not path.is_file():
-        raise ReportError(f"trial {trial.number}: its weights file {path} is missing")
+        raise ReportError(f"trial {trial.number}: its weights file {kept} is missing{where}")
     try:
         return dict(load_checkpoint(path)["model"])
     except CheckpointError as err:
@@ -122,6 +127,15 @@ def _weights(results: StudyResults, trial: TrialResult) -> dict[str, Any]:
                 isinstance(v, torch.Tensor) for v in state.values()):
             return state
         raise ReportError(f"trial {trial.number}: {err}") from err
+
+
+def _storage_folder(url: str) -> Path | None:
+    """The folder of a SQLite or journal file storage (None for a database server)."""
+    scheme, _, rest = url.partition(":")
+    if scheme.split("+")[0] not in ("sqlite", "journal") or not rest.startswith("//"):
+        return None
+    path = Path(rest[3:] if scheme.startswith("sqlite") else rest[2:])
+    return path.parent if str(path) not in ("", ".", ":memory:") else None
 
 
 def _model(results: StudyResults, trial: TrialResult, weights: dict[str, Any] | None) -> Any:
