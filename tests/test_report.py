@@ -415,3 +415,21 @@ def test_report_of_real_runs(tmp_path: Path) -> None:
     assert re.search(r"<td>tiny_dwsep</td><td class=\"num\">2</td><td[^>]*>[-+]\d+\.\d\d "
                      r"\[[-+]\d+\.\d\d, [-+]\d+\.\d\d\]</td>", html)
     assert 'id="seed"' not in html  # not the seed backbones: no claims
+
+
+def test_a_grid_base_given_as_choices_is_named(tmp_path: Path) -> None:
+    """A grid whose base is one combination of choices (no ``{}`` configuration): that
+    configuration carries the base's name, once."""
+    base = synthetic.seed_spec("seed_cnn")
+    dwsep = synthetic.apply_config(base, {"layers[0:3].block": "dwsep"})
+    trials = [synthetic.Trial({"layers[0:3].block": block}, spec, 0, 0, "grid")
+              for block, spec in (("dwsep", dwsep), ("conv", base))]
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    name = synthetic.write_study(url, {"name": "grid-base", "base": "seed_cnn",
+                                       "sampler": "grid",
+                                       "space": {"layers[0:3].block": ["conv", "dwsep"]}},
+                                 trials, base_name="seed_cnn", base_spec=base, baselines=[base])
+    frames = make_frames(load_results(name, url))
+    named = frames.configs.set_index("id")["baseline"]
+    assert named.loc[1] == "seed_cnn" and pd.isna(named.loc[0])
+    assert frames.reference == frames.configs.set_index("id").loc[1, "config_hash"]

@@ -340,6 +340,13 @@ def _configs(runs: pd.DataFrame, baselines: Mapping[str, str],
     # not where a changed factor happens to give the same architecture.
     pure = configs["config"].map(lambda text: set(json.loads(text)) <= {"model"})
     configs["baseline"] = configs["spec_hash"].map(baselines).where(pure)
+    # A grid whose base is one combination of choices has no pure configuration: there the
+    # first configuration with a baseline's architecture carries its name.
+    for spec_hash, name in baselines.items():
+        if not (configs["baseline"] == name).any():
+            hits = configs.index[configs["spec_hash"] == spec_hash]
+            if len(hits):
+                configs.loc[hits[0], "baseline"] = name
     base_hash = base.get("hash") if isinstance(base, Mapping) else None
     configs["is_base"] = (configs["role"] == "base") | (
         (configs["spec_hash"] == base_hash) if base_hash else False)
