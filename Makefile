@@ -15,7 +15,7 @@ export DWSEARCH_DATA_DIR ?= $(SHARED_CIFAR10)
 endif
 PYTEST_ARGS ?=
 # The main job runs studies/quick.yaml (a few minutes on a 2-core CPU, real CIFAR-10) and
-# its report. STUDY=studies/baseline.yaml runs another; STUDY_ARGS adds options.
+# writes its report into reports/quick/. STUDY=studies/baseline.yaml runs another; STUDY_ARGS adds options.
 STUDY ?= studies/quick.yaml
 STUDY_ARGS ?=
 
@@ -58,6 +58,7 @@ test: system-deps lint typecheck
 
 run: setup
 	$(BIN)/dwsearch run-study $(STUDY) $(STUDY_ARGS)
+	$(BIN)/dwsearch report $(STUDY)
 
 bench: setup
 	$(BIN)/dwsearch bench

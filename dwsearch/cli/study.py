@@ -77,7 +77,6 @@ def run_study_cmd(
     from dwsearch.study.config import parse_timeout
     from dwsearch.study.runner import describe_plan, load_config, print_event, run_study
     from dwsearch.study.runner import dry_run as plan_only
-    from dwsearch.study.storage import default_study_dir
     from dwsearch.study.worker import WorkerOptions
 
     if jobs != "auto" and not (jobs.isdigit() and 1 <= int(jobs) <= 256):
@@ -92,7 +91,7 @@ def run_study_cmd(
     options = WorkerOptions(
         device=device, threads=threads, data_dir=data_dir,
         heartbeat=heartbeat, grace=grace, timeout=seconds,
-        weights_dir=weights_dir or str(default_study_dir() / f"{config.name}-weights"),
+        weights_dir=weights_dir,
     )
     bar: Any = None
 
@@ -126,7 +125,8 @@ def run_study_cmd(
         left = outcome.planned - outcome.finished
         click.echo(f"{left} trial(s) not finished (timeout, failures or other workers still "
                    f"running); run the same command to continue", err=True)
-    click.echo(f"report: dwsearch report {study_file}"
+    target = study_file if name is None else config.name
+    click.echo(f"report: dwsearch report {target}"
                + (f" --storage '{storage}'" if storage else ""), err=True)
 
 

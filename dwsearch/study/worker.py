@@ -41,7 +41,7 @@ from dwsearch.records import RunRecord
 from dwsearch.study.plan import REPLACED_KEY, Plan, StudyHandle, derive_seed
 from dwsearch.study.pruning import CostMedian, prune_reason
 from dwsearch.study.space import config_hash
-from dwsearch.study.storage import ERROR_KEY, INFO_KEY, RECORD_KEY
+from dwsearch.study.storage import ERROR_KEY, INFO_KEY, RECORD_KEY, default_study_dir
 
 __all__ = ["TrialEvent", "Worker", "WorkerOptions"]
 
@@ -65,7 +65,7 @@ class WorkerOptions:
     grace: float = 60.0  # seconds without a heartbeat before a trial counts as dead
     poll: float = 2.0  # seconds between looks at the storage while others finish
     timeout: float | None = None  # stop starting trials after this many seconds
-    weights_dir: str | None = None  # where keep_weights checkpoints go
+    weights_dir: str | None = None  # keep_weights checkpoints; default: beside the storage
     # How this worker is named in the storage: HOST:PID, or $DWSEARCH_WORKER_ID.
     worker_id: str = field(default_factory=lambda: default_worker_id())
 
@@ -443,8 +443,9 @@ class Worker:
         pruner = self._pruner(trial, pruned, costs)
         weights = None
         if self.config.model.keep_weights:
-            folder = Path(self.options.weights_dir or ".")
-            weights = folder / f"{self.config.name}-trial-{trial.number}.pt"
+            folder = Path(self.options.weights_dir or default_study_dir() /
+                          f"{self.config.name}-weights")
+            weights = (folder / f"{self.config.name}-trial-{trial.number}.pt").resolve()
             info["weights"] = str(weights)
         run_started = time.monotonic()
         try:
