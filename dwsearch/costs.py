@@ -48,6 +48,8 @@ import torch
 from torch import nn
 
 from dwsearch.builder import Network, build_model
+from dwsearch.errors import ConfigError, CostError
+from dwsearch.limits import check_memory
 from dwsearch.runtime import device_name, resolve_device, torch_threads
 from dwsearch.spec import ModelSpec
 from dwsearch.zoo import load_spec
@@ -130,7 +132,9 @@ _HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {
     "aten::relu": _free,
     "aten::relu_": _free,
     "aten::dropout": _free,
+    "aten::dropout_": _free,
     "aten::feature_dropout": _free,
+    "aten::feature_dropout_": _free,
 }
 
 
@@ -148,7 +152,7 @@ def _model_and_spec(
         model = build_model(spec)
     if input_shape is None:
         if spec is None:
-            raise ValueError("input_shape is required for a model not built from a spec")
+            raise ConfigError("input_shape is required for a model not built from a spec")
         input_shape = spec.input_shape
     return model, spec, tuple(input_shape)
 
@@ -189,23 +193,91 @@ def _mode(model: nn.Module, *, training: bool) -> Iterator[None]:
             module.training = mode
 
 
+# What the tracer says when a forward turns a tensor into a Python value: the trace then
+# holds only the path a zero input took (one branch of an ``if``, one loop count).
+_VALUE_DEPENDENT = "Converting a tensor to a Python"
+
+
+def _value_dependent(caught: list[warnings.WarningMessage]) -> str | None:
+    for item in caught:
+        if issubclass(item.category, torch.jit.TracerWarning) and _VALUE_DEPENDENT in str(
+            item.message
+        ):
+            return str(item.message).strip().splitlines()[0]
+    return None
+
+
+def _child_inputs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Each top-level child's input on one zero sample (eval mode, no gradients)."""
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, child in model.named_children():
+
+        def hook(_m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                inputs.setdefault(name, args[0].detach().clone())
+
+        hooks.append(child.register_forward_pre_hook(hook))
+    try:
+        with _mode(model, training=False), torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=_device(model)))
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return inputs
+
+
+def _refuse_value_dependent(model: nn.Module, input_shape: tuple[int, ...], message: str
+                            ) -> None:
+    """Raise CostError naming the top-level layer whose forward depends on tensor values."""
+    spec = model.spec if isinstance(model, Network) else None
+    inputs = _child_inputs(model, input_shape)
+    where = "the model"
+    for index, (name, child) in enumerate(model.named_children()):
+        if name not in inputs:
+            continue
+        with warnings.catch_warnings(record=True) as caught, _mode(child, training=False):
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            with contextlib.suppress(Exception):  # only the warnings matter here
+                torch.jit.trace(child, (inputs[name],), check_trace=False)
+        found = _value_dependent(caught)
+        if found is not None:
+            block = spec.layers[index].block if spec is not None else type(child).__name__
+            where, message = f"layers[{index}] ({block})", found
+            break
+    raise CostError(
+        f"{where}: its forward depends on tensor values ({message}); traced on a zero input, "
+        f"only the path that input takes would be counted, so its costs cannot be counted "
+        f"exactly"
+    )
+
+
 @contextlib.contextmanager
 def _fvcore_trace(model: nn.Module, input_shape: tuple[int, ...]) -> Iterator[torch.Tensor]:
     """Eval mode and quiet warnings while fvcore traces ``model``; yields a batch-1 zero input.
 
-    fvcore analyses are lazy, so every query must run inside this block.
+    fvcore analyses are lazy, so every query must run inside this block. A trace that turned
+    a tensor into a Python value (data-dependent control flow) is refused afterwards with
+    :class:`CostError` naming the layer: its counts would silently miss a branch.
     """
-    with _mode(model, training=False), warnings.catch_warnings():
-        # fvcore traces with torch.jit, which newer torch marks deprecated; not actionable here.
-        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+    with _mode(model, training=False), warnings.catch_warnings(record=True) as caught:
+        # Everything else is noise here (torch.jit's deprecation, fvcore's skipped ops, which
+        # the results report); tracer warnings are kept and read.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", torch.jit.TracerWarning)
         yield torch.zeros(1, *input_shape, device=_device(model))
+    found = _value_dependent(caught)
+    if found is not None:
+        _refuse_value_dependent(model, input_shape, found)
 
 
 def _quiet(analysis: Any) -> None:
-    """Silence an fvcore analysis: ops it skips are reported through its results instead."""
+    """Silence an fvcore analysis: ops it skips are reported through its results instead;
+    tracer warnings pass through to :func:`_fvcore_trace`, which reads them."""
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
-    analysis.tracer_warnings("none")
+    analysis.tracer_warnings("all")
 
 
 def count_macs(
@@ -213,7 +285,7 @@ def count_macs(
 ) -> MacCount:
     """MACs of ``model`` on one input of ``input_shape`` (C, H, W) under the module convention."""
     if bn not in ("counted", "folded"):
-        raise ValueError(f"bn must be 'counted' or 'folded', found {bn!r}")
+        raise ConfigError(f"bn must be 'counted' or 'folded', found {bn!r}")
     with _fvcore_trace(model, input_shape) as sample:
         from fvcore.nn import FlopCountAnalysis  # imported here: its import warns too
 
@@ -330,7 +402,7 @@ def measure_saved_bytes(
     and the global RNG (which dropout draws from) forked.
     """
     if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', found {precision!r}")
+        raise ConfigError(f"precision must be 'fp32' or 'bf16', found {precision!r}")
     device = _device(model)
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     small, large = _SAVED_BATCHES
@@ -571,6 +643,20 @@ class LatencyResult:
         )
 
 
+def _check_latency_memory(model: nn.Module, input_shape: tuple[int, ...], batch_size: int
+                          ) -> None:
+    """Refuse a latency batch whose inference would exceed the memory limit: per sample, the
+    largest input + output of any layer (what inference holds at once), for the batch, plus
+    a copy of the weights."""
+    per_sample = 2 * math.prod(input_shape)
+    if isinstance(model, Network) and model.shapes:
+        per_sample = max(math.prod(s.in_shape) + math.prod(s.out_shape) for s in model.shapes)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    check_memory(batch_size * per_sample * 4 + weights, f"latency at batch {batch_size:,}",
+                 detail=f"{per_sample * 4:,} bytes of activations per sample",
+                 hint="use a smaller --batch-size")
+
+
 def measure_latency(
     model_or_spec: nn.Module | ModelSpec | Mapping[str, Any] | str | Path,
     batch_size: int = 1,
@@ -588,10 +674,13 @@ def measure_latency(
     so the time covers the kernels, not just their launch. ``threads`` sets torch's intra-op
     threads for the measurement and restores the previous value afterwards.
     """
-    if batch_size < 1 or repeats < 1 or warmup < 0:
-        raise ValueError("batch_size and repeats must be >= 1 and warmup >= 0")
+    for name, value, least in (("batch_size", batch_size, 1), ("repeats", repeats, 1),
+                               ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name}: expected an integer >= {least}, found {value!r}")
     model, _spec, input_shape = _model_and_spec(model_or_spec, input_shape)
     dev = resolve_device(device)
+    _check_latency_memory(model, input_shape, batch_size)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = copy.deepcopy(model).to(dev).to(memory_format=memory_format).eval()
     sample = torch.randn(batch_size, *input_shape, device=dev).contiguous(

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from dwsearch.errors import ConfigError
+from dwsearch.train.config import MAX_THREADS
 
 __all__ = [
     "AMP_DTYPES",
@@ -139,6 +140,11 @@ def seed_everything(seed: int) -> None:
 def torch_threads(threads: int | None) -> Iterator[int]:
     """Run a block with torch's intra-op CPU threads set to ``threads`` (None: unchanged);
     the previous count is restored afterwards, whatever happens. Yields the count in use."""
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int)
+        or not 1 <= threads <= MAX_THREADS
+    ):
+        raise ConfigError(f"threads: expected an integer in 1..{MAX_THREADS}, found {threads!r}")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

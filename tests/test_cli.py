@@ -75,7 +75,7 @@ def test_no_traceback_from_the_real_console_script(tmp_path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
-    assert "layers[0] (conv): stride must be a positive number" in proc.stderr
+    assert "layers[0] (conv): stride must be a positive integer, found 0" in proc.stderr
 
 
 @pytest.mark.parametrize("command", [[], ["blocks"], ["profile"], ["show"], ["specs"]])

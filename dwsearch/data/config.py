@@ -62,7 +62,7 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
                 raise ConfigError(f"{name}: expected null or an integer >= 1, found {value!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"seed: expected an integer >= 0, found {self.seed!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed: expected an integer in 0..2^63-1, found {self.seed!r}")
         if not isinstance(self.download, bool):
             raise ConfigError(f"download: expected true or false, found {self.download!r}")
