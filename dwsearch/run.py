@@ -18,13 +18,14 @@ from typing import Any
 
 from torch import nn
 
-from dwsearch.builder import Network, build_model
+from dwsearch.builder import Network, build_model, infer_shapes
 from dwsearch.costs import BNMode, measure_latency, profile
 from dwsearch.data.config import DataConfig
 from dwsearch.data.load import load_dataset
 from dwsearch.data.loader import BatchLoader
 from dwsearch.data.tensors import DataSplits
 from dwsearch.errors import CheckpointError, DataError, SpecError
+from dwsearch.limits import check_memory, format_bytes
 from dwsearch.records import RunRecord
 from dwsearch.runtime import (
     device_name,
@@ -34,7 +35,7 @@ from dwsearch.runtime import (
     versions,
 )
 from dwsearch.spec import ModelSpec
-from dwsearch.train.checkpoint import load_checkpoint
+from dwsearch.train.checkpoint import load_checkpoint, prepare_checkpoint
 from dwsearch.train.config import TrainConfig
 from dwsearch.train.loop import Callback, evaluate, fit
 from dwsearch.zoo import load_spec
@@ -64,6 +65,7 @@ def load_data(spec: ModelSpec, data: DataConfig) -> DataSplits:
         image_size=size,
         seed=data.seed,
         download=data.download,
+        test_fraction=data.test_fraction,
     )
 
 
@@ -109,6 +111,7 @@ def train_spec(
     callbacks: Iterable[Callback] = (),
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool | None = None,
     latency: bool = False,
     bn: BNMode = "counted",
@@ -124,8 +127,14 @@ def train_spec(
     classifier is resized to the dataset's number of classes when they differ. Model
     initialisation is seeded by ``config.seed``, so a run is reproducible on one machine.
     ``latency`` also measures batch-1 forward latency on the training device.
+    ``checkpoint`` is checked before the data loads (see :func:`dwsearch.train.fit` for
+    ``resume`` and ``overwrite``); a training step whose estimated memory exceeds the limit
+    (``DWSEARCH_MAX_MEMORY_GB``) is refused before training.
     """
     model_spec = load_spec(spec)
+    infer_shapes(model_spec)  # spec errors before the data loads (nothing is allocated)
+    if checkpoint is not None:
+        prepare_checkpoint(checkpoint, resume=resume, overwrite=overwrite)
     start = time.perf_counter()
     if isinstance(data, DataSplits):
         splits, data_config = data, data_config
@@ -137,6 +146,7 @@ def train_spec(
     seed_everything(config.seed)
     model = build_model(model_spec)
     costs = profile(model, bn=bn)
+    _check_training_memory(model, costs.saved_bytes, min(config.batch_size, len(splits.train)))
     timing = None
     if latency:
         timing = measure_latency(model, 1, device, config.threads,
@@ -144,7 +154,9 @@ def train_spec(
     train_batches, val_batches, test_batches = make_loaders(splits, config, device)
     result = fit(
         model, train_batches, val_batches, config, callbacks=callbacks, checkpoint=checkpoint,
-        resume=resume, spec=model_spec.to_dict(), progress=progress,
+        resume=resume, overwrite=overwrite, spec=model_spec.to_dict(),
+        data_config=asdict(data_config) if data_config is not None else None,
+        progress=progress,
     )
     test_loss = test_accuracy = None
     if test and result.status != "diverged":
@@ -192,6 +204,20 @@ def train_spec(
     )
 
 
+def _check_training_memory(model: Network, saved_per_sample: int, batch: int) -> None:
+    """Refuse a training step estimated above the memory limit: weights, gradients and two
+    optimizer states (AdamW's; SGD keeps one), and what autograd keeps for one batch (the
+    saved bytes measured per sample in fp32, an upper bound for bf16)."""
+    weights = model.estimate.param_bytes
+    check_memory(
+        4 * weights + batch * saved_per_sample,
+        f"training at batch {batch:,}",
+        detail=f"{format_bytes(saved_per_sample)} kept for backward per sample and "
+               f"{format_bytes(weights)} of weights, with gradients and optimizer state",
+        hint="lower --batch-size",
+    )
+
+
 def _latency_dict(timing: Any) -> dict[str, Any] | None:
     if timing is None:
         return None
@@ -219,7 +245,7 @@ def model_from_checkpoint(path: str | Path) -> Network:
         raise CheckpointError(f"{err}") from err
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, AttributeError) as err:
         first = (str(err).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{path}: weights do not fit the stored spec: {first}") from err
     result: nn.Module = model.eval()
