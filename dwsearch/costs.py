@@ -47,7 +47,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dwsearch.builder import Network, build_model
+from dwsearch.builder import Network, build_model, infer_shapes
 from dwsearch.errors import ConfigError, CostError
 from dwsearch.limits import check_memory
 from dwsearch.runtime import device_name, resolve_device, torch_threads
@@ -153,8 +153,38 @@ def _model_and_spec(
     if input_shape is None:
         if spec is None:
             raise ConfigError("input_shape is required for a model not built from a spec")
-        input_shape = spec.input_shape
-    return model, spec, tuple(input_shape)
+        return model, spec, spec.input_shape
+    shape = _check_input_shape(input_shape)
+    if spec is not None and shape != spec.input_shape:
+        # The layers were built for the spec's input: check the new one through the builder
+        # (shapes and memory, on the meta device) before running anything.
+        infer_shapes(spec.with_overrides({"input": list(shape)}))
+    check_memory(4 * math.prod(shape), f"input_shape {shape}",
+                 detail="one sample of the input alone")
+    _probe(model, shape)
+    return model, spec, shape
+
+
+def _check_input_shape(input_shape: Any) -> tuple[int, ...]:
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (list, tuple)):
+        raise ConfigError(f"input_shape: expected (C, H, W), found {input_shape!r}")
+    shape = tuple(input_shape)
+    if not shape or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+    ):
+        raise ConfigError(f"input_shape: expected positive integers like (3, 32, 32), found "
+                          f"{input_shape!r}")
+    return shape
+
+
+def _probe(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """One zero sample through a plain module, so a shape it cannot take is one line."""
+    try:
+        with _mode(model, training=False), torch.no_grad():
+            model(torch.zeros(1, *shape, device=_device(model)))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"input_shape {shape}: the model fails on it: {first}") from err
 
 
 @dataclass(frozen=True)
@@ -194,7 +224,7 @@ def _mode(model: nn.Module, *, training: bool) -> Iterator[None]:
 
 
 # What the tracer says when a forward turns a tensor into a Python value: the trace then
-# holds only the path a zero input took (one branch of an ``if``, one loop count).
+# holds only the path its input took (one branch of an ``if``, one loop count).
 _VALUE_DEPENDENT = "Converting a tensor to a Python"
 
 
@@ -203,54 +233,55 @@ def _value_dependent(caught: list[warnings.WarningMessage]) -> str | None:
         if issubclass(item.category, torch.jit.TracerWarning) and _VALUE_DEPENDENT in str(
             item.message
         ):
-            return str(item.message).strip().splitlines()[0]
+            return str(item.message).strip().split(". ")[0]
     return None
 
 
-def _child_inputs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """Each top-level child's input on one zero sample (eval mode, no gradients)."""
-    inputs: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name, child in model.named_children():
+def _probe_inputs(input_shape: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
+    """Inputs that take different paths through value-dependent code: zero, positive,
+    negative, large, random (seeded locally; the global RNG is untouched)."""
+    ones = torch.ones(1, *input_shape, device=device)
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, *input_shape, generator=gen).to(device)
+    return [torch.zeros_like(ones), ones, -ones, 1000 * ones, noise]
 
-        def hook(_m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
-            if args and isinstance(args[0], torch.Tensor):
-                inputs.setdefault(name, args[0].detach().clone())
 
-        hooks.append(child.register_forward_pre_hook(hook))
-    try:
-        with _mode(model, training=False), torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=_device(model)))
-    finally:
-        for handle in hooks:
-            handle.remove()
-    return inputs
+def _macs_by_module(model: nn.Module, sample: torch.Tensor) -> dict[str, int]:
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(model, sample)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    for op, handle in _HANDLES.items():
+        analysis.set_op_handle(op, handle)
+    analysis.set_op_handle("aten::batch_norm", _per_output)
+    return {k: int(v) for k, v in analysis.by_module().items()}
 
 
 def _refuse_value_dependent(model: nn.Module, input_shape: tuple[int, ...], message: str
                             ) -> None:
-    """Raise CostError naming the top-level layer whose forward depends on tensor values."""
+    """The tracer saw a tensor turned into a Python value. Branching on a shape is harmless
+    here (the counts are for this shape); branching on values is not. Count again on inputs
+    that take other paths, and raise CostError naming the first top-level layer whose count
+    changes; equal counts everywhere pass."""
+    samples = _probe_inputs(input_shape, _device(model))
+    with _mode(model, training=False), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        counts = [_macs_by_module(model, sample) for sample in samples]
     spec = model.spec if isinstance(model, Network) else None
-    inputs = _child_inputs(model, input_shape)
-    where = "the model"
     for index, (name, child) in enumerate(model.named_children()):
-        if name not in inputs:
-            continue
-        with warnings.catch_warnings(record=True) as caught, _mode(child, training=False):
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("always", torch.jit.TracerWarning)
-            with contextlib.suppress(Exception):  # only the warnings matter here
-                torch.jit.trace(child, (inputs[name],), check_trace=False)
-        found = _value_dependent(caught)
-        if found is not None:
+        if len({c.get(name, 0) for c in counts}) > 1:
             block = spec.layers[index].block if spec is not None else type(child).__name__
-            where, message = f"layers[{index}] ({block})", found
-            break
-    raise CostError(
-        f"{where}: its forward depends on tensor values ({message}); traced on a zero input, "
-        f"only the path that input takes would be counted, so its costs cannot be counted "
-        f"exactly"
-    )
+            found = ", ".join(f"{c.get(name, 0):,}" for c in counts)
+            raise CostError(
+                f"layers[{index}] ({block}): its forward branches on tensor values ({message}); "
+                f"its MACs change with the input ({found} on zero, one, minus one, 1000 and "
+                f"random inputs), so its costs cannot be counted exactly"
+            )
+    if len({c.get("", 0) for c in counts}) > 1:
+        raise CostError(f"the model's forward branches on tensor values ({message}); its MACs "
+                        f"change with the input, so its costs cannot be counted exactly")
 
 
 @contextlib.contextmanager
@@ -258,8 +289,9 @@ def _fvcore_trace(model: nn.Module, input_shape: tuple[int, ...]) -> Iterator[to
     """Eval mode and quiet warnings while fvcore traces ``model``; yields a batch-1 zero input.
 
     fvcore analyses are lazy, so every query must run inside this block. A trace that turned
-    a tensor into a Python value (data-dependent control flow) is refused afterwards with
-    :class:`CostError` naming the layer: its counts would silently miss a branch.
+    a tensor into a Python value is checked afterwards (:func:`_refuse_value_dependent`): a
+    model whose counts depend on its input's values is a :class:`CostError` naming the
+    layer, not a count that silently misses a branch.
     """
     with _mode(model, training=False), warnings.catch_warnings(record=True) as caught:
         # Everything else is noise here (torch.jit's deprecation, fvcore's skipped ops, which

@@ -24,7 +24,7 @@ from dwsearch.data.config import DataConfig
 from dwsearch.data.load import load_dataset
 from dwsearch.data.loader import BatchLoader
 from dwsearch.data.tensors import DataSplits
-from dwsearch.errors import CheckpointError, DataError, SpecError
+from dwsearch.errors import CheckpointError, ConfigError, DataError, SpecError
 from dwsearch.limits import check_memory, format_bytes
 from dwsearch.records import RunRecord
 from dwsearch.runtime import (
@@ -131,6 +131,11 @@ def train_spec(
     ``resume`` and ``overwrite``); a training step whose estimated memory exceeds the limit
     (``DWSEARCH_MAX_MEMORY_GB``) is refused before training.
     """
+    if not isinstance(data, (DataConfig, DataSplits)):
+        raise ConfigError(f"data: expected a DataConfig or DataSplits, found "
+                          f"{type(data).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config: expected a TrainConfig, found {type(config).__name__}")
     model_spec = load_spec(spec)
     infer_shapes(model_spec)  # spec errors before the data loads (nothing is allocated)
     if checkpoint is not None:

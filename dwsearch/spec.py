@@ -67,6 +67,9 @@ class LayerSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.block, str) or not self.block:
             raise SpecError(f"block must be a non-empty string, found {self.block!r}")
+        if not isinstance(self.args, Mapping):
+            raise SpecError(f"{self.block}: args must be a mapping, found "
+                            f"{type(self.args).__name__}")
         object.__setattr__(self, "args", _check_value(dict(self.args), self.block))
 
     @classmethod
@@ -105,6 +108,9 @@ class ModelSpec:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        for name, value in (("input", self.input_shape), ("layers", self.layers)):
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise SpecError(f"{name}: expected a list, found {type(value).__name__}")
         shape = tuple(self.input_shape)
         if not shape or not all(_is_int(d) and d > 0 for d in shape):
             found = "[" + ", ".join(_shown(d) for d in shape) + "]"
@@ -116,6 +122,9 @@ class ModelSpec:
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.layers:
             raise SpecError("layers: a model needs at least one layer")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, LayerSpec):
+                raise SpecError(f"layers[{i}]: expected a LayerSpec, found {type(layer).__name__}")
 
     # -- parsing -------------------------------------------------------------------------
     @classmethod
@@ -217,8 +226,13 @@ class ModelSpec:
         (a slice sets the argument on every layer in it), ``layers[i].block``. An ARG of
         ``null`` removes the argument so the block's default applies.
         """
+        if not isinstance(overrides, Mapping):
+            raise SpecError(f"overrides: expected a mapping of key path to value, found "
+                            f"{type(overrides).__name__}")
         data = self.to_dict()
         for key, value in overrides.items():
+            if not isinstance(key, str):
+                raise SpecError(f"override {key!r}: keys are paths like 'layers[5].p'")
             _apply_override(data, key, value)
         return ModelSpec.from_dict(data, source="override")
 

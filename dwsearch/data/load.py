@@ -71,6 +71,8 @@ def load_dataset(
     """
     start = time.perf_counter()
     size = check_image_size(image_size)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise DataError(f"seed={seed!r}: must be an integer in 0..2^63-1")
     if name == "cifar10":
         train, test, source, hit, path = load_cifar10_splits(data_dir, download)
         if size is not None and size != (32, 32):

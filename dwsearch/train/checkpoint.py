@@ -69,6 +69,8 @@ def prepare_checkpoint(path: str | Path, *, resume: bool, overwrite: bool) -> Pa
     is created if needed and a probe file written and removed there. An existing file is
     another run's checkpoint until said otherwise: it is refused unless ``resume`` (continue
     it) or ``overwrite`` (replace it). Raises :class:`CheckpointError` with one line."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"checkpoint: expected a file path, found {path!r}")
     path = Path(path)
     if resume and overwrite:
         raise CheckpointError(f"{path}: resume and overwrite exclude each other (continue the "
@@ -125,6 +127,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     arbitrary code can run from a tampered file. Raises :class:`CheckpointError` (one line) for a
     missing file and for one that is corrupt or not a dwsearch checkpoint.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"checkpoint: expected a file path, found {path!r}")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
