@@ -35,7 +35,9 @@ __all__ = ["LayerShape", "MemoryEstimate", "Network", "build_model", "infer_shap
 # Bytes per element the estimates assume: fp32, what a model is built in.
 _ELEMENT_BYTES = 4
 # Exceptions torch and the blocks raise for values or shapes they refuse.
-_REFUSALS = (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError)
+_REFUSALS: tuple[type[Exception], ...] = (
+    RuntimeError, ValueError, TypeError, IndexError, NotImplementedError
+)
 
 
 @dataclass(frozen=True)
@@ -149,11 +151,12 @@ def _constructor_kwargs(
     return info.factory, kwargs
 
 
-def _construct(factory: Callable[..., Any], kwargs: dict[str, Any], where: str) -> nn.Module:
+def _construct(factory: Callable[..., Any], kwargs: dict[str, Any], where: str,
+               refusals: tuple[type[Exception], ...] = (TypeError, ValueError)) -> nn.Module:
     try:
         module = factory(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise SpecError(f"{where}: {err}") from err
+    except refusals as err:
+        raise SpecError(f"{where}: {_first_line(err)}") from err
     if not isinstance(module, nn.Module):
         raise SpecError(f"{where}: the registered factory returned {type(module).__name__}, "
                         "not a torch.nn.Module")
@@ -221,7 +224,8 @@ def _plan_layer(
     # checks are the same there, so a refusal on meta is repeated here with its message.
     check_memory(held + (params or 0) * _ELEMENT_BYTES, f"{where}: the model up to this layer",
                  detail="probed for real, as it cannot run on torch's meta device")
-    module = _construct(factory, kwargs, where)
+    # What failed on meta and fails here too (sizes that overflow, ...) is the value's fault.
+    module = _construct(factory, kwargs, where, (*_REFUSALS, OverflowError))
     params = sum(p.numel() for p in module.parameters())
     try:
         out_shape = _output_shape(module, shape, "cpu", where)
@@ -237,8 +241,7 @@ def _plan(spec: ModelSpec) -> tuple[list[_Planned], tuple[LayerShape, ...], Memo
     shape = spec.input_shape
     params = 0
     activations = math.prod(shape) * _ELEMENT_BYTES
-    check_memory(activations, f"input {'x'.join(map(str, shape))}",
-                 detail="one sample of the input alone")
+    check_memory(activations, f"input {'x'.join(map(str, shape))}: one sample")
     planned: list[_Planned] = []
     shapes: list[LayerShape] = []
     with torch.random.fork_rng(devices=[]):

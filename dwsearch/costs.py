@@ -159,8 +159,7 @@ def _model_and_spec(
         # The layers were built for the spec's input: check the new one through the builder
         # (shapes and memory, on the meta device) before running anything.
         infer_shapes(spec.with_overrides({"input": list(shape)}))
-    check_memory(4 * math.prod(shape), f"input_shape {shape}",
-                 detail="one sample of the input alone")
+    check_memory(4 * math.prod(shape), f"input_shape {shape}: one sample")
     _probe(model, shape)
     return model, spec, shape
 
@@ -684,7 +683,8 @@ def _check_latency_memory(model: nn.Module, input_shape: tuple[int, ...], batch_
     if isinstance(model, Network) and model.shapes:
         per_sample = max(math.prod(s.in_shape) + math.prod(s.out_shape) for s in model.shapes)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    check_memory(batch_size * per_sample * 4 + weights, f"latency at batch {batch_size:,}",
+    check_memory(batch_size * per_sample * 4 + weights,
+                 f"batch_size {batch_size:,}: a latency measurement",
                  detail=f"{per_sample * 4:,} bytes of activations per sample",
                  hint="use a smaller --batch-size")
 

@@ -51,9 +51,10 @@ def format_bytes(nbytes: int | float) -> str:
 
 
 def check_memory(estimate: int, what: str, *, detail: str = "", hint: str = "") -> None:
-    """Raise :class:`ResourceError` when ``estimate`` bytes exceed the limit. The message
-    reads ``{what} would need an estimated N GiB ({detail}), over the limit of M GiB;
-    {hint}; set DWSEARCH_MAX_MEMORY_GB=...``."""
+    """Raise :class:`ResourceError` when ``estimate`` bytes exceed the limit. ``what`` starts
+    with where (``layers[3] (conv): the model up to this layer``); the message reads
+    ``{what} would need an estimated N GiB ({detail}), over the limit of M GiB; {hint}, or
+    set DWSEARCH_MAX_MEMORY_GB=...``."""
     limit = memory_limit()
     if estimate <= limit:
         return

@@ -96,7 +96,7 @@ def fit_spec_to_data(spec: ModelSpec, splits: DataSplits) -> ModelSpec:
     image_shape = tuple(splits.train.images.shape[1:])
     if image_shape != spec.input_shape:
         raise DataError(
-            f"the data's images are {image_shape} but the spec expects input "
+            f"input: the data's images are {image_shape} but the spec expects "
             f"{spec.input_shape}; change the spec's input or the data"
         )
     return spec
@@ -216,7 +216,7 @@ def _check_training_memory(model: Network, saved_per_sample: int, batch: int) ->
     weights = model.estimate.param_bytes
     check_memory(
         4 * weights + batch * saved_per_sample,
-        f"training at batch {batch:,}",
+        f"batch_size {batch:,}: a training step",
         detail=f"{format_bytes(saved_per_sample)} kept for backward per sample and "
                f"{format_bytes(weights)} of weights, with gradients and optimizer state",
         hint="lower --batch-size",

@@ -76,12 +76,12 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"device {name!r} requested but CUDA is not available "
+                f"device {name!r}: requested but CUDA is not available "
                 f"(torch {torch.__version__}); use device 'cpu' or 'auto'"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
-                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                f"device {name!r}: requested but only {torch.cuda.device_count()} CUDA "
                 f"device(s) exist"
             )
     return device
@@ -110,7 +110,8 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
         return precision
     if kind == "cpu":
         if precision == "fp16":
-            raise ConfigError("precision 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
+            raise ConfigError("precision 'fp16': needs a CUDA device; on CPU use 'bf16' or "
+                              "'fp32'")
         if precision == "auto":
             return "bf16" if cpu_supports_bf16() else "fp32"
         if not cpu_supports_bf16():
@@ -121,7 +122,7 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
         return "bf16"
     if precision == "auto":
         return "fp32"
-    raise ConfigError(f"precision {precision!r} is not supported on device type {kind!r}")
+    raise ConfigError(f"precision {precision!r}: not supported on device type {kind!r}")
 
 
 def seed_everything(seed: int) -> None:

@@ -137,11 +137,13 @@ def peak_rss_gib() -> float:
         (["--input", "3,512,512"],
          r"layers\[10\] \(linear\): .*4,294,968,320 parameters in this layer"),
         (["--input", "3,100000,100000"],
-         r"input 3x100000x100000 would need an estimated 111\.8 GiB"),
-        (["--input", "3,99999999999999999999999,32"], r"input 3x9+x32 would need an estimated"),
+         r"input 3x100000x100000: one sample would need an estimated 111\.8 GiB"),
+        (["--input", "3,99999999999999999999999,32"],
+         r"input 3x9+x32: one sample would need an estimated"),
         (["--set", "layers[0].out_channels=99999999999999999999"],
          r"out_channels: expected an integer, found 9+ \(out of range\)"),
-        (["--latency", "--batch-size", "100000000"], r"latency at batch 100,000,000"),
+        (["--latency", "--batch-size", "100000000"],
+         r"batch_size 100,000,000: a latency measurement would need"),
     ],
 )
 def test_sizes_are_refused_from_shapes_before_anything_is_allocated(
@@ -178,7 +180,7 @@ def test_training_memory_is_estimated_before_training(
                      DataConfig("imagefolder", str(data), val_size=0),
                      TrainConfig(**{**QUICK, "batch_size": 16}),
                      callbacks=[lambda m: called.append(m.epoch)], progress=False)
-    assert message.startswith("training at batch 16 would need an estimated")
+    assert message.startswith("batch_size 16: a training step would need an estimated")
     assert "lower --batch-size" in message and called == []
 
 
@@ -536,6 +538,8 @@ def test_an_existing_checkpoint_is_never_overwritten_unasked(
     line = cli_error("train", spec_file, "--checkpoint", spec_file, "--dataset", "imagefolder",
                      "--data-dir", data)
     assert "a checkpoint already exists there" in line and spec_file.read_text() == text
+    line = cli_error("train", spec_file, "--checkpoint", spec_file, "--overwrite")
+    assert "is not a checkpoint" in line and spec_file.read_text() == text
     assert "exclude each other" in cli_error("train", spec_file, "--checkpoint", ckpt,
                                              "--resume", "--overwrite", code=2)
 

@@ -3,6 +3,7 @@ checked before a resume so a run only continues what it started."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Mapping
@@ -87,6 +88,13 @@ def prepare_checkpoint(path: str | Path, *, resume: bool, overwrite: bool) -> Pa
                 f"{path}: a checkpoint already exists there (another run's?); resume it with "
                 f"--resume, replace it with --overwrite, or name another path"
             )
+        if overwrite and not _looks_like_checkpoint(path):
+            # --overwrite replaces a checkpoint, not a spec or an image given by mistake.
+            raise CheckpointError(f"{path}: exists and is not a checkpoint (torch.save writes a "
+                                  f"zip archive); refusing to overwrite it, name another path")
+    # Folders made for the probe are removed again: a run that fails before its first
+    # checkpoint leaves nothing behind (the first save makes them for good).
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
@@ -97,7 +105,21 @@ def prepare_checkpoint(path: str | Path, *, resume: bool, overwrite: bool) -> Pa
         raise CheckpointError(
             f"{path}: cannot write a checkpoint there ({err.strerror or reason(err)})"
         ) from err
+    finally:
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    """An empty file or a zip archive (torch.save's format); anything else is someone's data."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head in (b"", b"PK\x03\x04")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
