@@ -8,6 +8,7 @@ It is the one module that joins the model half (specs, builder, costs) and the t
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -51,6 +52,8 @@ __all__ = [
 
 # Padding of the random crop when augmentation is on: the usual CIFAR-10 choice.
 CROP_PADDING = 4
+# Evaluation batches are at least this large (no gradients: larger batches are cheaper).
+EVAL_BATCH = 512
 
 
 def load_data(spec: ModelSpec, data: DataConfig) -> DataSplits:
@@ -78,7 +81,7 @@ def make_loaders(
         device=device, channels_last=config.channels_last,
         crop_padding=CROP_PADDING if config.augment else 0, hflip=config.augment,
     )
-    eval_batch = max(config.batch_size, 512)  # no gradients: larger batches are cheaper
+    eval_batch = max(config.batch_size, EVAL_BATCH)  # no gradients: larger batches are cheaper
     val = None
     if len(splits.val):
         val = BatchLoader(splits.val, batch_size=eval_batch, device=device,
@@ -151,7 +154,7 @@ def train_spec(
     seed_everything(config.seed)
     model = build_model(model_spec)
     costs = profile(model, bn=bn)
-    _check_training_memory(model, costs.saved_bytes, min(config.batch_size, len(splits.train)))
+    _check_training_memory(model, costs.saved_bytes, config.batch_size, splits)
     timing = None
     if latency:
         timing = measure_latency(model, 1, device, config.threads,
@@ -209,16 +212,28 @@ def train_spec(
     )
 
 
-def _check_training_memory(model: Network, saved_per_sample: int, batch: int) -> None:
+def _check_training_memory(
+    model: Network, saved_per_sample: int, batch_size: int, splits: DataSplits
+) -> None:
     """Refuse a training step estimated above the memory limit: weights, gradients and two
     optimizer states (AdamW's; SGD keeps one), and what autograd keeps for one batch (the
-    saved bytes measured per sample in fp32, an upper bound for bf16)."""
+    saved bytes measured per sample in fp32, an upper bound for bf16); and an evaluation
+    batch (see :func:`make_loaders`): the largest input + output of any layer per sample."""
     weights = model.estimate.param_bytes
+    batch = min(batch_size, len(splits.train))
     check_memory(
         4 * weights + batch * saved_per_sample,
         f"batch_size {batch:,}: a training step",
         detail=f"{format_bytes(saved_per_sample)} kept for backward per sample and "
                f"{format_bytes(weights)} of weights, with gradients and optimizer state",
+        hint="lower --batch-size",
+    )
+    eval_batch = min(max(batch_size, EVAL_BATCH), max(len(splits.val), len(splits.test), 1))
+    peak = 4 * max(math.prod(s.in_shape) + math.prod(s.out_shape) for s in model.shapes)
+    check_memory(
+        weights + eval_batch * peak,
+        f"batch_size {eval_batch:,}: an evaluation batch",
+        detail=f"{format_bytes(peak)} of activations per sample at the widest layer",
         hint="lower --batch-size",
     )
 
