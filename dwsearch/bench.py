@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from dwsearch.builder import build_model
+from dwsearch.builder import build_model, infer_shapes
+from dwsearch.data.cifar10 import CIFAR10_CLASSES
 from dwsearch.data.config import DataConfig
 from dwsearch.data.load import load_dataset
 from dwsearch.data.loader import BatchLoader
 from dwsearch.data.tensors import DataSplits, ImageTensors, stratified_subset
-from dwsearch.errors import ConfigError
+from dwsearch.errors import ConfigError, SpecError
 from dwsearch.run import train_spec
 from dwsearch.runtime import (
     AMP_DTYPES,
@@ -388,6 +389,8 @@ def run_bench(
     the spread between seeds shows the noise."""
     config = config or TrainConfig()
     device = resolve_device(config.device)
+    for spec in specs:
+        _check_bench_spec(spec)  # before minutes of loading and measuring
     workers = seed_workers if seed_workers is not None else tuple(sorted({0, usable_cpus()}))
     with torch_threads(config.threads) as threads:
         splits: DataSplits = load_dataset("cifar10", data_dir=data_dir, download=False,
@@ -435,6 +438,19 @@ def run_bench(
                     log(f"{spec} seed {run_seed} {precision}: val accuracy "
                         f"{row['val_accuracy']:.2%} ({row['images_per_second']:.0f} images/s)")
     return result
+
+
+def _check_bench_spec(name: str) -> None:
+    """A spec the benchmark can run: it builds, and it takes CIFAR-10 as it comes (3x32x32
+    images, 10 classes), which the seed-style pipeline feeds it unchanged."""
+    spec = load_spec(name)
+    infer_shapes(spec)
+    if spec.input_shape != (3, 32, 32) or spec.num_classes != len(CIFAR10_CLASSES):
+        raise SpecError(
+            f"{name}: the benchmark trains on CIFAR-10 as it comes (input [3, 32, 32], "
+            f"num_classes 10); this spec has input {list(spec.input_shape)}, num_classes "
+            f"{spec.num_classes}"
+        )
 
 
 def _normalized(images: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dwsearch.builder import Network, build_model
+from dwsearch.builder import Network, build_model, infer_shapes
+from dwsearch.errors import ConfigError, CostError
+from dwsearch.limits import check_memory
 from dwsearch.runtime import device_name, resolve_device, torch_threads
 from dwsearch.spec import ModelSpec
 from dwsearch.zoo import load_spec
@@ -130,7 +132,9 @@ _HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {
     "aten::relu": _free,
     "aten::relu_": _free,
     "aten::dropout": _free,
+    "aten::dropout_": _free,
     "aten::feature_dropout": _free,
+    "aten::feature_dropout_": _free,
 }
 
 
@@ -148,9 +152,38 @@ def _model_and_spec(
         model = build_model(spec)
     if input_shape is None:
         if spec is None:
-            raise ValueError("input_shape is required for a model not built from a spec")
-        input_shape = spec.input_shape
-    return model, spec, tuple(input_shape)
+            raise ConfigError("input_shape is required for a model not built from a spec")
+        return model, spec, spec.input_shape
+    shape = _check_input_shape(input_shape)
+    if spec is not None and shape != spec.input_shape:
+        # The layers were built for the spec's input: check the new one through the builder
+        # (shapes and memory, on the meta device) before running anything.
+        infer_shapes(spec.with_overrides({"input": list(shape)}))
+    check_memory(4 * math.prod(shape), f"input_shape {shape}: one sample")
+    _probe(model, shape)
+    return model, spec, shape
+
+
+def _check_input_shape(input_shape: Any) -> tuple[int, ...]:
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (list, tuple)):
+        raise ConfigError(f"input_shape: expected (C, H, W), found {input_shape!r}")
+    shape = tuple(input_shape)
+    if not shape or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+    ):
+        raise ConfigError(f"input_shape: expected positive integers like (3, 32, 32), found "
+                          f"{input_shape!r}")
+    return shape
+
+
+def _probe(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """One zero sample through a plain module, so a shape it cannot take is one line."""
+    try:
+        with _mode(model, training=False), torch.no_grad():
+            model(torch.zeros(1, *shape, device=_device(model)))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"input_shape {shape}: the model fails on it: {first}") from err
 
 
 @dataclass(frozen=True)
@@ -189,23 +222,93 @@ def _mode(model: nn.Module, *, training: bool) -> Iterator[None]:
             module.training = mode
 
 
+# What the tracer says when a forward turns a tensor into a Python value: the trace then
+# holds only the path its input took (one branch of an ``if``, one loop count).
+_VALUE_DEPENDENT = "Converting a tensor to a Python"
+
+
+def _value_dependent(caught: list[warnings.WarningMessage]) -> str | None:
+    for item in caught:
+        if issubclass(item.category, torch.jit.TracerWarning) and _VALUE_DEPENDENT in str(
+            item.message
+        ):
+            return str(item.message).strip().split(". ")[0]
+    return None
+
+
+def _probe_inputs(input_shape: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
+    """Inputs that take different paths through value-dependent code: zero, positive,
+    negative, large, random (seeded locally; the global RNG is untouched)."""
+    ones = torch.ones(1, *input_shape, device=device)
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, *input_shape, generator=gen).to(device)
+    return [torch.zeros_like(ones), ones, -ones, 1000 * ones, noise]
+
+
+def _macs_by_module(model: nn.Module, sample: torch.Tensor) -> dict[str, int]:
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(model, sample)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    for op, handle in _HANDLES.items():
+        analysis.set_op_handle(op, handle)
+    analysis.set_op_handle("aten::batch_norm", _per_output)
+    return {k: int(v) for k, v in analysis.by_module().items()}
+
+
+def _refuse_value_dependent(model: nn.Module, input_shape: tuple[int, ...], message: str
+                            ) -> None:
+    """The tracer saw a tensor turned into a Python value. Branching on a shape is harmless
+    here (the counts are for this shape); branching on values is not. Count again on inputs
+    that take other paths, and raise CostError naming the first top-level layer whose count
+    changes; equal counts everywhere pass."""
+    samples = _probe_inputs(input_shape, _device(model))
+    with _mode(model, training=False), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        counts = [_macs_by_module(model, sample) for sample in samples]
+    spec = model.spec if isinstance(model, Network) else None
+    for index, (name, child) in enumerate(model.named_children()):
+        if len({c.get(name, 0) for c in counts}) > 1:
+            block = spec.layers[index].block if spec is not None else type(child).__name__
+            found = ", ".join(f"{c.get(name, 0):,}" for c in counts)
+            raise CostError(
+                f"layers[{index}] ({block}): its forward branches on tensor values ({message}); "
+                f"its MACs change with the input ({found} on zero, one, minus one, 1000 and "
+                f"random inputs), so its costs cannot be counted exactly"
+            )
+    if len({c.get("", 0) for c in counts}) > 1:
+        raise CostError(f"the model's forward branches on tensor values ({message}); its MACs "
+                        f"change with the input, so its costs cannot be counted exactly")
+
+
 @contextlib.contextmanager
 def _fvcore_trace(model: nn.Module, input_shape: tuple[int, ...]) -> Iterator[torch.Tensor]:
     """Eval mode and quiet warnings while fvcore traces ``model``; yields a batch-1 zero input.
 
-    fvcore analyses are lazy, so every query must run inside this block.
+    fvcore analyses are lazy, so every query must run inside this block. A trace that turned
+    a tensor into a Python value is checked afterwards (:func:`_refuse_value_dependent`): a
+    model whose counts depend on its input's values is a :class:`CostError` naming the
+    layer, not a count that silently misses a branch.
     """
-    with _mode(model, training=False), warnings.catch_warnings():
-        # fvcore traces with torch.jit, which newer torch marks deprecated; not actionable here.
-        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+    with _mode(model, training=False), warnings.catch_warnings(record=True) as caught:
+        # Everything else is noise here (torch.jit's deprecation, fvcore's skipped ops, which
+        # the results report); tracer warnings are kept and read.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", torch.jit.TracerWarning)
         yield torch.zeros(1, *input_shape, device=_device(model))
+    found = _value_dependent(caught)
+    if found is not None:
+        _refuse_value_dependent(model, input_shape, found)
 
 
 def _quiet(analysis: Any) -> None:
-    """Silence an fvcore analysis: ops it skips are reported through its results instead."""
+    """Silence an fvcore analysis: ops it skips are reported through its results instead;
+    tracer warnings pass through to :func:`_fvcore_trace`, which reads them."""
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
-    analysis.tracer_warnings("none")
+    analysis.tracer_warnings("all")
 
 
 def count_macs(
@@ -213,7 +316,7 @@ def count_macs(
 ) -> MacCount:
     """MACs of ``model`` on one input of ``input_shape`` (C, H, W) under the module convention."""
     if bn not in ("counted", "folded"):
-        raise ValueError(f"bn must be 'counted' or 'folded', found {bn!r}")
+        raise ConfigError(f"bn must be 'counted' or 'folded', found {bn!r}")
     with _fvcore_trace(model, input_shape) as sample:
         from fvcore.nn import FlopCountAnalysis  # imported here: its import warns too
 
@@ -330,7 +433,7 @@ def measure_saved_bytes(
     and the global RNG (which dropout draws from) forked.
     """
     if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', found {precision!r}")
+        raise ConfigError(f"precision must be 'fp32' or 'bf16', found {precision!r}")
     device = _device(model)
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     small, large = _SAVED_BATCHES
@@ -571,6 +674,21 @@ class LatencyResult:
         )
 
 
+def _check_latency_memory(model: nn.Module, input_shape: tuple[int, ...], batch_size: int
+                          ) -> None:
+    """Refuse a latency batch whose inference would exceed the memory limit: per sample, the
+    largest input + output of any layer (what inference holds at once), for the batch, plus
+    a copy of the weights."""
+    per_sample = 2 * math.prod(input_shape)
+    if isinstance(model, Network) and model.shapes:
+        per_sample = max(math.prod(s.in_shape) + math.prod(s.out_shape) for s in model.shapes)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    check_memory(batch_size * per_sample * 4 + weights,
+                 f"batch_size {batch_size:,}: a latency measurement",
+                 detail=f"{per_sample * 4:,} bytes of activations per sample",
+                 hint="use a smaller --batch-size")
+
+
 def measure_latency(
     model_or_spec: nn.Module | ModelSpec | Mapping[str, Any] | str | Path,
     batch_size: int = 1,
@@ -588,10 +706,13 @@ def measure_latency(
     so the time covers the kernels, not just their launch. ``threads`` sets torch's intra-op
     threads for the measurement and restores the previous value afterwards.
     """
-    if batch_size < 1 or repeats < 1 or warmup < 0:
-        raise ValueError("batch_size and repeats must be >= 1 and warmup >= 0")
+    for name, value, least in (("batch_size", batch_size, 1), ("repeats", repeats, 1),
+                               ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name}: expected an integer >= {least}, found {value!r}")
     model, _spec, input_shape = _model_and_spec(model_or_spec, input_shape)
     dev = resolve_device(device)
+    _check_latency_memory(model, input_shape, batch_size)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = copy.deepcopy(model).to(dev).to(memory_format=memory_format).eval()
     sample = torch.randn(batch_size, *input_shape, device=dev).contiguous(

@@ -307,6 +307,8 @@ def get_block(name: str) -> Callable[..., Any]:
 def list_blocks(pattern: str = "*") -> list[str]:
     """Registered block names matching a shell-style wildcard (``"dw*"``), sorted. Aliases are
     not listed (see :attr:`BlockInfo.aliases`)."""
+    if not isinstance(pattern, str):
+        raise UnknownBlockError(f"block pattern must be a string like 'dw*', found {pattern!r}")
     _load_plugins()
     with _lock:
         names = list(_registry)

@@ -8,6 +8,7 @@ It is the one module that joins the model half (specs, builder, costs) and the t
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,13 +19,14 @@ from typing import Any
 
 from torch import nn
 
-from dwsearch.builder import Network, build_model
+from dwsearch.builder import Network, build_model, infer_shapes
 from dwsearch.costs import BNMode, LatencyResult, Profile, measure_latency, profile
 from dwsearch.data.config import DataConfig
 from dwsearch.data.load import load_dataset
 from dwsearch.data.loader import BatchLoader
 from dwsearch.data.tensors import DataSplits
-from dwsearch.errors import CheckpointError, DataError, SpecError
+from dwsearch.errors import CheckpointError, ConfigError, DataError, SpecError
+from dwsearch.limits import check_memory, format_bytes
 from dwsearch.records import RunRecord
 from dwsearch.runtime import (
     device_name,
@@ -34,7 +36,7 @@ from dwsearch.runtime import (
     versions,
 )
 from dwsearch.spec import ModelSpec
-from dwsearch.train.checkpoint import load_checkpoint
+from dwsearch.train.checkpoint import load_checkpoint, prepare_checkpoint
 from dwsearch.train.config import TrainConfig
 from dwsearch.train.loop import Callback, evaluate, fit
 from dwsearch.zoo import load_spec
@@ -50,6 +52,8 @@ __all__ = [
 
 # Padding of the random crop when augmentation is on: the usual CIFAR-10 choice.
 CROP_PADDING = 4
+# Evaluation batches are at least this large (no gradients: larger batches are cheaper).
+EVAL_BATCH = 512
 
 
 def load_data(spec: ModelSpec, data: DataConfig) -> DataSplits:
@@ -64,6 +68,7 @@ def load_data(spec: ModelSpec, data: DataConfig) -> DataSplits:
         image_size=size,
         seed=data.seed,
         download=data.download,
+        test_fraction=data.test_fraction,
     )
 
 
@@ -76,7 +81,7 @@ def make_loaders(
         device=device, channels_last=config.channels_last,
         crop_padding=CROP_PADDING if config.augment else 0, hflip=config.augment,
     )
-    eval_batch = max(config.batch_size, 512)  # no gradients: larger batches are cheaper
+    eval_batch = max(config.batch_size, EVAL_BATCH)  # no gradients: larger batches are cheaper
     val = None
     if len(splits.val):
         val = BatchLoader(splits.val, batch_size=eval_batch, device=device,
@@ -94,7 +99,7 @@ def fit_spec_to_data(spec: ModelSpec, splits: DataSplits) -> ModelSpec:
     image_shape = tuple(splits.train.images.shape[1:])
     if image_shape != spec.input_shape:
         raise DataError(
-            f"the data's images are {image_shape} but the spec expects input "
+            f"input: the data's images are {image_shape} but the spec expects "
             f"{spec.input_shape}; change the spec's input or the data"
         )
     return spec
@@ -109,6 +114,7 @@ def train_spec(
     callbacks: Iterable[Callback] = (),
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool | None = None,
     latency: bool = False,
     bn: BNMode = "counted",
@@ -127,8 +133,19 @@ def train_spec(
     ``latency`` also measures batch-1 forward latency on the training device. ``check`` is
     called with the costs (and latency) before training; whatever it raises stops the run
     there (a study's constraints). Only a run that completed is evaluated on the test set.
+    ``checkpoint`` is checked before the data loads (see :func:`dwsearch.train.fit` for
+    ``resume`` and ``overwrite``); a training step whose estimated memory exceeds the limit
+    (``DWSEARCH_MAX_MEMORY_GB``) is refused before training.
     """
+    if not isinstance(data, (DataConfig, DataSplits)):
+        raise ConfigError(f"data: expected a DataConfig or DataSplits, found "
+                          f"{type(data).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config: expected a TrainConfig, found {type(config).__name__}")
     model_spec = load_spec(spec)
+    infer_shapes(model_spec)  # spec errors before the data loads (nothing is allocated)
+    if checkpoint is not None:
+        prepare_checkpoint(checkpoint, resume=resume, overwrite=overwrite)
     start = time.perf_counter()
     if isinstance(data, DataSplits):
         splits, data_config = data, data_config
@@ -140,6 +157,7 @@ def train_spec(
     seed_everything(config.seed)
     model = build_model(model_spec)
     costs = profile(model, bn=bn)
+    _check_training_memory(model, costs.saved_bytes, config.batch_size, splits)
     timing = None
     if latency:
         timing = measure_latency(model, 1, device, config.threads,
@@ -149,7 +167,9 @@ def train_spec(
     train_batches, val_batches, test_batches = make_loaders(splits, config, device)
     result = fit(
         model, train_batches, val_batches, config, callbacks=callbacks, checkpoint=checkpoint,
-        resume=resume, spec=model_spec.to_dict(), progress=progress,
+        resume=resume, overwrite=overwrite, spec=model_spec.to_dict(),
+        data_config=asdict(data_config) if data_config is not None else None,
+        progress=progress,
     )
     test_loss = test_accuracy = None
     if test and result.status == "completed":
@@ -197,6 +217,32 @@ def train_spec(
     )
 
 
+def _check_training_memory(
+    model: Network, saved_per_sample: int, batch_size: int, splits: DataSplits
+) -> None:
+    """Refuse a training step estimated above the memory limit: weights, gradients and two
+    optimizer states (AdamW's; SGD keeps one), and what autograd keeps for one batch (the
+    saved bytes measured per sample in fp32, an upper bound for bf16); and an evaluation
+    batch (see :func:`make_loaders`): the largest input + output of any layer per sample."""
+    weights = model.estimate.param_bytes
+    batch = min(batch_size, len(splits.train))
+    check_memory(
+        4 * weights + batch * saved_per_sample,
+        f"batch_size {batch:,}: a training step",
+        detail=f"{format_bytes(saved_per_sample)} kept for backward per sample and "
+               f"{format_bytes(weights)} of weights, with gradients and optimizer state",
+        hint="lower --batch-size",
+    )
+    eval_batch = min(max(batch_size, EVAL_BATCH), max(len(splits.val), len(splits.test), 1))
+    peak = 4 * max(math.prod(s.in_shape) + math.prod(s.out_shape) for s in model.shapes)
+    check_memory(
+        weights + eval_batch * peak,
+        f"batch_size {eval_batch:,}: an evaluation batch",
+        detail=f"{format_bytes(peak)} of activations per sample at the widest layer",
+        hint="lower --batch-size",
+    )
+
+
 def _latency_dict(timing: Any) -> dict[str, Any] | None:
     if timing is None:
         return None
@@ -224,7 +270,7 @@ def model_from_checkpoint(path: str | Path) -> Network:
         raise CheckpointError(f"{err}") from err
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, AttributeError) as err:
         first = (str(err).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{path}: weights do not fit the stored spec: {first}") from err
     result: nn.Module = model.eval()

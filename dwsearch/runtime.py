@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from dwsearch.errors import ConfigError
+from dwsearch.train.config import MAX_THREADS
 
 __all__ = [
     "AMP_DTYPES",
@@ -75,12 +76,12 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"device {name!r} requested but CUDA is not available "
+                f"device {name!r}: requested but CUDA is not available "
                 f"(torch {torch.__version__}); use device 'cpu' or 'auto'"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
-                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                f"device {name!r}: requested but only {torch.cuda.device_count()} CUDA "
                 f"device(s) exist"
             )
     return device
@@ -109,7 +110,8 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
         return precision
     if kind == "cpu":
         if precision == "fp16":
-            raise ConfigError("precision 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
+            raise ConfigError("precision 'fp16': needs a CUDA device; on CPU use 'bf16' or "
+                              "'fp32'")
         if precision == "auto":
             return "bf16" if cpu_supports_bf16() else "fp32"
         if not cpu_supports_bf16():
@@ -120,7 +122,7 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
         return "bf16"
     if precision == "auto":
         return "fp32"
-    raise ConfigError(f"precision {precision!r} is not supported on device type {kind!r}")
+    raise ConfigError(f"precision {precision!r}: not supported on device type {kind!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -139,6 +141,11 @@ def seed_everything(seed: int) -> None:
 def torch_threads(threads: int | None) -> Iterator[int]:
     """Run a block with torch's intra-op CPU threads set to ``threads`` (None: unchanged);
     the previous count is restored afterwards, whatever happens. Yields the count in use."""
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int)
+        or not 1 <= threads <= MAX_THREADS
+    ):
+        raise ConfigError(f"threads: expected an integer in 1..{MAX_THREADS}, found {threads!r}")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

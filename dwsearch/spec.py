@@ -44,6 +44,19 @@ def _check_value(value: Any, where: str) -> Any:
     )
 
 
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass; True is no channel count.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"{value!r} (text)"
+    return repr(value)
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """One layer: a registry block name and the keyword arguments for its constructor."""
@@ -54,6 +67,9 @@ class LayerSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.block, str) or not self.block:
             raise SpecError(f"block must be a non-empty string, found {self.block!r}")
+        if not isinstance(self.args, Mapping):
+            raise SpecError(f"{self.block}: args must be a mapping, found "
+                            f"{type(self.args).__name__}")
         object.__setattr__(self, "args", _check_value(dict(self.args), self.block))
 
     @classmethod
@@ -92,15 +108,23 @@ class ModelSpec:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        for name, value in (("input", self.input_shape), ("layers", self.layers)):
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise SpecError(f"{name}: expected a list, found {type(value).__name__}")
         shape = tuple(self.input_shape)
-        if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-            raise SpecError(f"input: expected positive integers like [3, 32, 32], found {shape}")
+        if not shape or not all(_is_int(d) and d > 0 for d in shape):
+            found = "[" + ", ".join(_shown(d) for d in shape) + "]"
+            raise SpecError(f"input: expected positive integers like [3, 32, 32], found {found}")
         object.__setattr__(self, "input_shape", shape)
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise SpecError(f"num_classes: expected a positive integer, found {self.num_classes!r}")
+        if not _is_int(self.num_classes) or self.num_classes < 1:
+            raise SpecError(f"num_classes: expected a positive integer, found "
+                            f"{_shown(self.num_classes)}")
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.layers:
             raise SpecError("layers: a model needs at least one layer")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, LayerSpec):
+                raise SpecError(f"layers[{i}]: expected a LayerSpec, found {type(layer).__name__}")
 
     # -- parsing -------------------------------------------------------------------------
     @classmethod
@@ -202,8 +226,13 @@ class ModelSpec:
         (a slice sets the argument on every layer in it), ``layers[i].block``. An ARG of
         ``null`` removes the argument so the block's default applies.
         """
+        if not isinstance(overrides, Mapping):
+            raise SpecError(f"overrides: expected a mapping of key path to value, found "
+                            f"{type(overrides).__name__}")
         data = self.to_dict()
         for key, value in overrides.items():
+            if not isinstance(key, str):
+                raise SpecError(f"override {key!r}: keys are paths like 'layers[5].p'")
             _apply_override(data, key, value)
         return ModelSpec.from_dict(data, source="override")
 
@@ -245,6 +274,10 @@ def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     start, stop = match["start"], match["stop"]
     if match["colon"]:
         indices = range(n)[slice(int(start) if start else None, int(stop) if stop else None)]
+        if not indices:
+            # An empty slice would change nothing and exit 0: surely not what was meant.
+            raise SpecError(f"override {key!r}: the slice selects no layer (the spec has "
+                            f"layers 0..{n - 1})")
     else:
         if not start:
             raise SpecError(f"override {key!r}: missing layer index")
@@ -253,6 +286,11 @@ def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
             raise SpecError(f"override {key!r}: layer index {i} out of range 0..{n - 1}")
         indices = range(n)[i : i + 1] if i >= 0 else range(n)[i : (i + 1) or None]
     arg = match["arg"]
+    if value is None and arg != "block" and not any(arg in layers[i] for i in indices):
+        # Removing an argument no selected layer has changes nothing: a typo, most likely.
+        where = f"layer {indices[0]}" if len(indices) == 1 else "any selected layer"
+        raise SpecError(f"override {key!r}: {arg!r} is not set on {where}, so null has "
+                        f"nothing to remove")
     for i in indices:
         if value is None and arg != "block":
             layers[i].pop(arg, None)

@@ -75,7 +75,7 @@ def test_no_traceback_from_the_real_console_script(tmp_path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
-    assert "layers[0] (conv): stride must be a positive number" in proc.stderr
+    assert "layers[0] (conv): stride must be a positive integer, found 0" in proc.stderr
 
 
 @pytest.mark.parametrize("command", [[], ["blocks"], ["profile"], ["show"], ["specs"]])
@@ -142,3 +142,13 @@ def test_out_of_range_option_names_the_flag() -> None:
     code, out = run("train", "seed_cnn", "--lr", "-1", "--epochs", "1")
     assert code == 1
     assert out.strip() == "Error: --lr: expected a finite number > 0, found -1.0"
+
+
+def test_the_readme_override_example_runs() -> None:
+    """A block changed by --set keeps the old block's arguments: the README's example drops
+    the convs' bias, which dwsep does not take (it used to fail as printed)."""
+    code, out = run("profile", "seed_cnn", "--set", "layers[5].p=0.1", "--set",
+                    "layers[0:3].block=dwsep", "--set", "layers[0:3].bias=null")
+    assert code == 0, out
+    code, out = run("profile", "seed_cnn", "--set", "layers[0:3].block=dwsep")
+    assert code == 1 and "layers[0] (dwsep): unknown argument 'bias'" in out

@@ -233,17 +233,32 @@ def test_missing_cifar_reports_paths_and_how_to_fix(
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(D.paths, "download_cifar10", offline)
+    # A folder the user named is never created and never a download target: a typo would
+    # otherwise start a 163 MB download into a new folder.
     where = tmp_path / "nothing-here"
-    with pytest.raises(DataError) as info:
+    with pytest.raises(DataError, match=r"nothing-here: no such folder \(named by --data-dir\)"):
         load_dataset("cifar10", data_dir=where)
+    assert not where.exists() and calls == []
+    monkeypatch.setenv("DWSEARCH_DATA_DIR", str(where))
+    with pytest.raises(DataError, match=r"no such folder \(named by DWSEARCH_DATA_DIR\)"):
+        load_dataset("cifar10")
+    monkeypatch.delenv("DWSEARCH_DATA_DIR")
+    where.mkdir()
+    with pytest.raises(DataError, match="downloads only into its cache") as info:
+        load_dataset("cifar10", data_dir=where)
+    assert str(tmp_path / "cache" / "data") in str(info.value) and calls == []
+
+    # The cache's own folder is where a download goes.
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10")
     message = str(info.value)
     assert "\n" not in message
-    assert str(where) in message and "DWSEARCH_DATA_DIR" in message and "--data-dir" in message
+    assert "DWSEARCH_DATA_DIR" in message and "--data-dir" in message
     assert "download failed" in message and "name resolution" in message
-    assert calls == [where]
+    assert calls == [tmp_path / "cache" / "data"]
 
     with pytest.raises(DataError, match="download disabled") as info:
-        load_cifar10(where, download=False)
+        load_cifar10(download=False)
     assert "DWSEARCH_DATA_DIR" in str(info.value) and len(calls) == 1
 
 

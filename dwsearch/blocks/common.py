@@ -3,6 +3,8 @@ conv-norm-activation unit every convolutional block is built from, and squeeze-e
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -10,8 +12,10 @@ __all__ = [
     "ACTIVATIONS",
     "ConvNormAct",
     "SqueezeExcite",
+    "check_flag",
     "check_kernel_size",
     "check_positive",
+    "check_positive_int",
     "make_activation",
 ]
 
@@ -27,7 +31,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def make_activation(name: str) -> nn.Module:
     """An activation module by name: relu, relu6, hardswish, silu or identity."""
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
     if name == "identity":
         return nn.Identity()
@@ -35,10 +39,27 @@ def make_activation(name: str) -> nn.Module:
 
 
 def check_positive(**values: int | float) -> None:
-    """Raise ValueError naming the first argument that is not a positive number."""
+    """Raise ValueError naming the first argument that is not a positive finite number."""
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 < value < math.inf):  # written so that NaN fails too
             raise ValueError(f"{key} must be a positive number, found {value!r}")
+
+
+def check_positive_int(**values: int) -> None:
+    """Raise ValueError naming the first argument that is not a positive integer (channel
+    counts, strides, groups: 8.5 channels or a stride of 2.0 is a mistake, not a number)."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, found {value!r}")
+
+
+def check_flag(**values: bool | None) -> None:
+    """Raise ValueError naming the first argument that is not true, false or None: any
+    non-empty string, 'false' included, would otherwise switch an option on."""
+    for key, value in values.items():
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, found {value!r}")
 
 
 def check_kernel_size(kernel_size: int) -> int:
@@ -52,6 +73,7 @@ def check_kernel_size(kernel_size: int) -> int:
 
 def check_skip(skip: bool | None, *, possible: bool, default: bool) -> bool:
     """Resolve a skip flag: None means ``default`` where shapes allow; True insists."""
+    check_flag(skip=skip)
     if skip is None:
         return default and possible
     if skip and not possible:
@@ -75,7 +97,10 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, se_ratio: float = 0.25) -> None:
         super().__init__()
-        if not 0 < se_ratio <= 1:
+        check_positive_int(channels=channels)
+        if isinstance(se_ratio, bool) or not isinstance(se_ratio, (int, float)) or not (
+            0 < se_ratio <= 1
+        ):
             raise ValueError(f"se_ratio must be in (0, 1], found {se_ratio!r}")
         squeezed = squeeze_channels(channels, se_ratio)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -95,7 +120,10 @@ class SqueezeExcite(nn.Module):
 
 def make_se(channels: int, se_ratio: float) -> nn.Module:
     """SqueezeExcite when se_ratio > 0, else an identity (no parameters, no cost)."""
-    if se_ratio < 0:
+    # "not >=" so that NaN, which fails every comparison, is refused instead of meaning "off".
+    if isinstance(se_ratio, bool) or not isinstance(se_ratio, (int, float)) or not (
+        se_ratio >= 0
+    ):
         raise ValueError(f"se_ratio must be >= 0 (0 disables squeeze-excite), found {se_ratio}")
     return SqueezeExcite(channels, se_ratio) if se_ratio > 0 else nn.Identity()
 
@@ -120,9 +148,10 @@ class ConvNormAct(nn.Module):
         bias: bool | None = None,
     ) -> None:
         super().__init__()
-        check_positive(
+        check_positive_int(
             in_channels=in_channels, out_channels=out_channels, stride=stride, groups=groups
         )
+        check_flag(bn=bn, bias=bias)
         padding = check_kernel_size(kernel_size)
         if in_channels % groups or out_channels % groups:
             raise ValueError(

@@ -8,7 +8,7 @@ from torch import nn
 from dwsearch.blocks.common import (
     ConvNormAct,
     check_multiplier,
-    check_positive,
+    check_positive_int,
     check_skip,
     make_se,
 )
@@ -38,7 +38,7 @@ class DepthwiseSeparable(nn.Module):
     ) -> None:
         super().__init__()
         check_multiplier("multiplier", multiplier)
-        check_positive(in_channels=in_channels)
+        check_positive_int(in_channels=in_channels)
         mid_channels = in_channels * multiplier
         self.has_skip = check_skip(
             skip, possible=stride == 1 and in_channels == out_channels, default=False
@@ -75,7 +75,7 @@ class HybridConv(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        check_positive(out_channels=out_channels)
+        check_positive_int(out_channels=out_channels)
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
             raise ValueError(f"ratio must be in [0, 1], found {ratio!r}")
         self.standard_channels = round(ratio * out_channels)

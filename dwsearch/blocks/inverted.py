@@ -8,7 +8,7 @@ from torch import nn
 from dwsearch.blocks.common import (
     ConvNormAct,
     check_multiplier,
-    check_positive,
+    check_positive_int,
     check_skip,
     make_se,
 )
@@ -36,7 +36,7 @@ class InvertedResidual(nn.Module):
     ) -> None:
         super().__init__()
         check_multiplier("expand_ratio", expand_ratio)
-        check_positive(in_channels=in_channels)
+        check_positive_int(in_channels=in_channels)
         mid_channels = in_channels * expand_ratio
         self.has_skip = check_skip(
             skip, possible=stride == 1 and in_channels == out_channels, default=True

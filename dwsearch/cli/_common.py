@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
-import yaml
 
 from dwsearch.errors import ConfigError, DwsearchError
 
@@ -147,15 +146,23 @@ def build_config(cls: type[C], values: Mapping[str, Any], **fixed: Any) -> C:
 def parse_overrides_option(
     _ctx: click.Context, _param: click.Parameter, values: Sequence[str]
 ) -> dict[str, Any]:
+    from dwsearch.errors import SpecError
+    from dwsearch.yamlio import load_yaml
+
     overrides: dict[str, Any] = {}
     for item in values:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE like layers[5].p=0.1, found {item!r}")
+        if key in overrides:
+            # Two values for one key: which was meant? Refuse rather than keep the last.
+            raise click.BadParameter(f"{key} is set twice; keep one --set {key}=...")
         try:
-            overrides[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise click.BadParameter(f"{item!r}: the value is not valid YAML") from None
+            # The safe reader: aliases, depth and duplicate keys bounded, as in spec files.
+            overrides[key] = load_yaml(raw, f"--set {key}", SpecError)
+        except SpecError as err:
+            raise click.BadParameter(str(err)) from None
     return overrides
 
 

@@ -3,27 +3,51 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
 from dwsearch.cli._common import build_config, config_options
 from dwsearch.errors import ConfigError
-from dwsearch.train.config import TrainConfig
+from dwsearch.train.config import MAX_SEED, TrainConfig
 
 # The options that change how dwsearch's side trains; the recipe itself is the seed's.
 _RUNTIME_FIELDS = ("precision", "channels_last", "device", "threads")
 
 
-def _seeds(value: str, flag: str) -> tuple[int, ...]:
+# DataLoader worker processes for the seed-style pipeline: each is a process holding a copy
+# of the dataset, so a typo of 10^6 must not be started.
+MAX_WORKERS = 64
+
+
+def _seeds(value: str, flag: str, top: int = MAX_SEED) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in value.split(","))
     except ValueError:
         raise click.BadParameter(f"expected integers like 0,1, found {value!r}",
                                  param_hint=flag) from None
-    if any(s < 0 for s in seeds):
-        raise click.BadParameter(f"expected integers >= 0, found {value!r}", param_hint=flag)
+    if any(not 0 <= s <= top for s in seeds):
+        raise click.BadParameter(f"expected integers in 0..{top}, found {value!r}",
+                                 param_hint=flag)
     return seeds
+
+
+def _check_output(output: str | None) -> Path | None:
+    """The --output path, checked writable before minutes of measuring (a probe file is
+    created and removed beside it)."""
+    if output is None:
+        return None
+    path = Path(output)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"--output {output}: cannot write there ({err.strerror or err})"
+                          ) from err
+    return path
 
 
 @click.command()
@@ -46,8 +70,9 @@ def _seeds(value: str, flag: str) -> tuple[int, ...]:
               help="Measure cold and warm dataset load times.")
 @click.option("--throughput/--no-throughput", default=True, show_default=True,
               help="Measure training images/s of both pipelines.")
-@click.option("--accuracy-subset", type=click.IntRange(min=1),
-              help="Also train on this many images in fp32 and bf16 and compare accuracy.")
+@click.option("--accuracy-subset", type=click.IntRange(min=10),
+              help="Also train on this many images in fp32 and bf16 and compare accuracy "
+                   "(at least one per CIFAR-10 class).")
 @click.option("--accuracy-epochs", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--accuracy-seeds", default="0", show_default=True,
               help="Comma-separated seeds for the accuracy comparison (spread = noise).")
@@ -106,11 +131,9 @@ def bench(
         return
 
     seeds = _seeds(accuracy_seeds, "--accuracy-seeds")
-    workers = _seeds(seed_workers, "--seed-workers") if seed_workers else None
+    workers = _seeds(seed_workers, "--seed-workers", MAX_WORKERS) if seed_workers else None
     config = build_config(TrainConfig, runtime)
-    out_path = Path(output) if output else None
-    if out_path is not None and out_path.parent.exists() and not out_path.parent.is_dir():
-        raise ConfigError(f"--output {output}: {out_path.parent} is not a folder")
+    out_path = _check_output(output)
     result = run_bench(
         list(specs) or ["seed_cnn", "seed_dwsep"], data_dir=data_dir, steps=steps,
         seed_workers=workers, config=config, memory=memory, load_times=load_times,

@@ -7,8 +7,13 @@ import sys
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from dwsearch.cli._common import load_spec_with, parse_shape, spec_options
+from dwsearch.train.config import MAX_THREADS
+
+# Options of ``profile`` that only the latency measurement reads.
+LATENCY_ONLY = ("batch_size", "device", "threads", "channels_last")
 
 
 @click.command()
@@ -44,8 +49,13 @@ def specs() -> None:
 @click.command()
 @spec_options
 def show(spec: str, overrides: dict[str, Any]) -> None:
-    """Print SPEC (a YAML file or built-in name) as YAML, with overrides applied."""
-    click.echo(load_spec_with(spec, overrides).to_yaml(), nl=False)
+    """Print SPEC (a YAML file or built-in name) as YAML, with overrides applied; a spec that
+    would not build is an error, not output."""
+    from dwsearch.builder import infer_shapes
+
+    model_spec = load_spec_with(spec, overrides)
+    infer_shapes(model_spec)  # every value checked, nothing allocated
+    click.echo(model_spec.to_yaml(), nl=False)
 
 
 @click.command("profile")
@@ -60,7 +70,8 @@ def show(spec: str, overrides: dict[str, Any]) -> None:
               help="Batch size for --latency.")
 @click.option("--device", default="cpu", show_default=True,
               help="Device for --latency: cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for --latency.")
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS),
+              help="CPU threads for --latency.")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format for --latency.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
@@ -78,6 +89,15 @@ def profile_cmd(
 ) -> None:
     """Per-layer parameters, MACs, activations and bytes saved for backward of SPEC, and
     totals."""
+    if not latency:
+        # These only change the latency measurement; given without it they would be ignored.
+        ctx = click.get_current_context()
+        given = [f"--{name.replace('_', '-')}" for name in LATENCY_ONLY
+                 if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
+        if given:
+            verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+            raise click.UsageError(f"{', '.join(given)} only {verb} with --latency; add "
+                                   f"--latency or drop {them}")
     from dwsearch.builder import build_model
     from dwsearch.costs import measure_latency, profile
 

@@ -26,6 +26,8 @@ from dwsearch.train.config import TrainConfig
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Write a checkpoint here after every epoch.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --checkpoint file (without it, one is refused).")
 @click.option("--no-test", is_flag=True, help="Skip the final test-set evaluation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -34,6 +36,7 @@ def train(
     overrides: dict[str, Any],
     checkpoint: str | None,
     resume: bool,
+    overwrite: bool,
     no_test: bool,
     as_json: bool,
     quiet: bool,
@@ -46,14 +49,17 @@ def train(
     """
     from dwsearch.run import train_spec
 
-    if resume and not checkpoint:
-        raise click.UsageError("--resume needs --checkpoint PATH")
+    if (resume or overwrite) and not checkpoint:
+        raise click.UsageError(f"--{'resume' if resume else 'overwrite'} needs --checkpoint PATH")
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other: continue the "
+                               "checkpoint, or replace it")
     model_spec = load_spec_with(spec, overrides)
     config = build_config(TrainConfig, options)
     data = build_config(DataConfig, options, seed=config.seed)
     record = train_spec(
         model_spec, data, config, test=not no_test, checkpoint=checkpoint, resume=resume,
-        progress=False if quiet else None,
+        overwrite=overwrite, progress=False if quiet else None,
     )
     if as_json:
         click.echo(json.dumps(record.to_dict(), indent=2))

@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,15 +24,28 @@ from dwsearch.errors import reason
 __all__ = ["cached_splits"]
 
 # Bump when the cache payload or decoding changes meaning; old files then simply miss.
-_CACHE_FORMAT = 1
+# 2: a CRC-32 of every stored tensor, checked on each load.
+_CACHE_FORMAT = 2
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def _crc(tensor: torch.Tensor) -> int:
+    """CRC-32 of a tensor's bytes (0.1 s for all of CIFAR-10's pixels here)."""
+    flat = tensor.detach().contiguous().view(-1).view(torch.uint8)
+    return zlib.crc32(flat.numpy().data)
+
+
+def _checksums(splits: dict[str, ImageTensors]) -> dict[str, list[int]]:
+    return {name: [_crc(s.images), _crc(s.labels)] for name, s in splits.items()}
+
+
 def _read_cache(path: Path, key: str) -> dict[str, ImageTensors] | None:
-    """The splits stored at ``path`` if it is a complete cache file for ``key``, else None."""
+    """The splits stored at ``path`` if it is a complete, intact cache file for ``key``, else
+    None. Bytes changed inside it (a bad disk, a stray write) fail the stored checksums: the
+    file is then decoded again, with a warning, never used."""
     try:
         # mmap skips one full copy; the mapping is private, and cache files are only ever
         # replaced (os.replace) or unlinked, never truncated, so pages cannot vanish under it.
@@ -39,13 +53,19 @@ def _read_cache(path: Path, key: str) -> dict[str, ImageTensors] | None:
         if payload.get("format") != _CACHE_FORMAT or payload.get("key") != key:
             return None
         classes = tuple(payload["classes"])
-        return {
+        splits = {
             name: ImageTensors(split["images"], split["labels"], classes)
             for name, split in payload["splits"].items()
         }
+        stored = payload["checksums"]
     except Exception:
         # Missing, truncated or foreign files all mean the same thing: decode again.
         return None
+    if stored != _checksums(splits):
+        warnings.warn(f"{path}: the cached tensors fail their checksum (changed or corrupted "
+                      f"on disk); decoding the images again", stacklevel=3)
+        return None
+    return splits
 
 
 def _write_cache(path: Path, key: str, splits: dict[str, ImageTensors]) -> bool:
@@ -56,6 +76,7 @@ def _write_cache(path: Path, key: str, splits: dict[str, ImageTensors]) -> bool:
         "key": key,
         "classes": list(first.classes),
         "splits": {n: {"images": s.images, "labels": s.labels} for n, s in splits.items()},
+        "checksums": _checksums(splits),
     }
     tmp: str | None = None
     try:

@@ -125,15 +125,19 @@ def _batches_folder(data_dir: Path) -> Path | None:
 def load_cifar10_splits(
     data_dir: str | Path | None, download: bool
 ) -> tuple[ImageTensors, ImageTensors, str, bool, Path | None]:
+    origin = paths.data_dir_origin(data_dir)
     root = resolve_data_dir(data_dir)
+    paths.check_named_dir(root, origin)
     folder = _batches_folder(root)
-    if folder is None and (root / "train").is_dir() and (root / "test").is_dir():
+    has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
+    if folder is None and has_train and has_test:
         splits, hit, path, note = load_split_folders(
             "cifar10-folders",
             root,
             {"train": root / "train", "test": root / "test"},
             None,
             CIFAR10_CLASSES,
+            size_hint="CIFAR-10 images are 32x32",
         )
         for split, tensors in splits.items():
             if tensors.image_shape != (3, 32, 32):
@@ -143,9 +147,23 @@ def load_cifar10_splits(
         if note == "JPEG":
             source += "; a lossy re-encoding, pixels differ slightly from the official batches"
         return splits["train"], splits["test"], source, hit, path
+    if folder is None and has_train != has_test:
+        present, missing = ("train", "test") if has_train else ("test", "train")
+        raise DataError(
+            f"{root}: has {present}/ but no {missing}/; CIFAR-10 image folders need both "
+            f"{root}/train/<class>/ and {root}/test/<class>/"
+        )
     if folder is None:
         looked = f"{root / _BATCHES_DIR}/ and {root}/train/<class>/ + {root}/test/<class>/"
         hint = "point at a copy with --data-dir DIR or DWSEARCH_DATA_DIR=DIR"
+        if origin is not None:
+            # A folder the user named is read, never downloaded into: a typo there must not
+            # start a 163 MB download. The cache's own folder is where downloads go.
+            raise DataError(
+                f"cifar10: not found at {looked}; dwsearch downloads only into its cache "
+                f"({paths.cache_dir() / 'data'}): leave --data-dir and DWSEARCH_DATA_DIR unset "
+                f"to use it, or put the official batches or image folders in {root}"
+            )
         if not download:
             raise DataError(f"cifar10: not found at {looked} (download disabled); {hint}")
         try:
@@ -175,8 +193,10 @@ def load_cifar10(
 
     Looks in ``resolve_data_dir(data_dir)`` for the official python batches (the folder itself
     or its ``cifar-10-batches-py/``), else for image folders ``train/<class>/`` and
-    ``test/<class>/`` named exactly as ``CIFAR10_CLASSES``. With neither there and ``download``,
-    fetches the official archive into that directory. Decoded tensors are cached.
+    ``test/<class>/`` named exactly as ``CIFAR10_CLASSES``. A folder named by ``data_dir`` or
+    ``$DWSEARCH_DATA_DIR`` must exist and is never downloaded into; with neither set and
+    ``download``, the official archive is fetched into ``cache_dir()/data``. Decoded tensors
+    are cached.
     """
     train, test, _, _, _ = load_cifar10_splits(data_dir, download)
     return train, test

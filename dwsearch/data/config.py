@@ -40,6 +40,11 @@ class DataConfig:
     test_subset: int | None = field(
         default=None, metadata={"help": "Evaluate on this many test images (stratified)."}
     )
+    test_fraction: float = field(
+        default=0.2,
+        metadata={"help": "imagefolder with root/<class>/* only: the share of each class "
+                          "carved out as the test set."},
+    )
     seed: int = field(
         default=0, metadata={"help": "Seeds the validation split and the subsets.", "cli": False}
     )
@@ -62,7 +67,14 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
                 raise ConfigError(f"{name}: expected null or an integer >= 1, found {value!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"seed: expected an integer >= 0, found {self.seed!r}")
+        fraction = self.test_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+            0 < fraction < 1
+        ):
+            raise ConfigError(
+                f"test_fraction: expected a number strictly between 0 and 1, found {fraction!r}"
+            )
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed: expected an integer in 0..2^63-1, found {self.seed!r}")
         if not isinstance(self.download, bool):
             raise ConfigError(f"download: expected true or false, found {self.download!r}")

@@ -20,6 +20,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from dwsearch.data.cache import cached_splits
 from dwsearch.data.tensors import ImageTensors, stratified_split
 from dwsearch.errors import DataError, reason
+from dwsearch.limits import check_memory
 
 __all__ = ["IMAGE_EXTENSIONS", "check_image_size", "load_imagefolder", "load_split_folders"]
 
@@ -114,10 +115,47 @@ def _read(path: str) -> torch.Tensor:
         raise DataError(f"{path}: cannot read ({reason(exc)})") from None
 
 
+def _header_size(data: torch.Tensor) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG file declares in its header, read without decoding;
+    None for other formats or a header this does not understand (the decoder then judges)."""
+    raw = data.numpy().data  # a memoryview: indexing gives ints, no copy
+    n = len(raw)
+    if n >= 24 and bytes(raw[:8]) == b"\x89PNG\r\n\x1a\n":
+        return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    if n < 4 or raw[0] != 0xFF or raw[1] != 0xD8:
+        return None
+    i = 2
+    while i + 9 < n:  # walk the JPEG segments to the start-of-frame marker
+        if raw[i] != 0xFF:
+            return None
+        marker = raw[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return (raw[i + 7] << 8) | raw[i + 8], (raw[i + 5] << 8) | raw[i + 6]
+        i += 2 + ((raw[i + 2] << 8) | raw[i + 3])
+    return None
+
+
+def _check_declared_size(path: str, data: torch.Tensor) -> None:
+    """Refuse, before decoding, an image whose header declares more pixels than the memory
+    limit allows decoded (a few hundred bytes of PNG can declare 100,000 x 100,000)."""
+    size = _header_size(data)
+    if size is not None:
+        w, h = size
+        check_memory(3 * w * h, f"{path}: decoding this {w}x{h} image",
+                     detail="declared by its header; a corrupt file or a decompression bomb?")
+
+
 def _decode_one(path: str, data: torch.Tensor | None = None) -> torch.Tensor:
     """Decode one file to uint8 3×H×W RGB: torchvision first, PIL for what it cannot read."""
     if data is None:
         data = _read(path)
+        _check_declared_size(path, data)
     try:
         return _to_uint8_rgb(
             decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
@@ -158,6 +196,8 @@ def _decode_chunk(
     jpegs = [i for i, p in enumerate(files) if p.lower().endswith(_JPEG_EXTENSIONS)]
     if jpegs:
         datas = [_read(files[i]) for i in jpegs]
+        for i, data in zip(jpegs, datas, strict=True):
+            _check_declared_size(files[i], data)
         try:
             decoded = decode_jpeg(datas, mode=ImageReadMode.RGB, apply_exif_orientation=True)
         except Exception:
@@ -176,16 +216,36 @@ def _decode_chunk(
     return done
 
 
+def _check_total(files: Sequence[str], image_size: tuple[int, int] | None, where: Path
+                 ) -> None:
+    """Refuse a split whose decoded tensor would exceed the memory limit, before decoding:
+    N images of ``image_size``, or of the first image's declared size (all must match)."""
+    if not files:
+        return
+    if image_size is not None:
+        h, w = image_size
+    else:
+        size = _header_size(_read(files[0]))
+        if size is None:
+            return
+        w, h = size
+    # The decoded chunks and the stacked tensor exist together for a moment: twice the size.
+    check_memory(2 * len(files) * 3 * h * w, f"{where}: decoding {len(files):,} images of "
+                 f"{h}x{w}", hint="resize them to a smaller input (the spec's input sets it)")
+
+
 def _decode_files(
-    files: Sequence[str], image_size: tuple[int, int] | None, where: Path
+    files: Sequence[str], image_size: tuple[int, int] | None, where: Path,
+    size_hint: str = "pass image_size=(H, W) to resize them all",
 ) -> torch.Tensor:
     """Decode ``files`` into one uint8 N×3×H×W tensor, in parallel threads (the decoders
-    release the GIL)."""
+    release the GIL). ``size_hint`` ends the message when image sizes differ."""
     chunks = [files[i : i + _DECODE_CHUNK] for i in range(0, len(files), _DECODE_CHUNK)]
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=_workers()) as pool:
         # torchvision 0.29 warns on every decode that torchcodec will take over; that is not
         # a dependency here, and thousands of identical warnings would bury real ones.
         warnings.filterwarnings("ignore", _TV_IO_DEPRECATION, DeprecationWarning)
+        _check_total(files, image_size, where)
         parts = list(pool.map(lambda c: _decode_chunk(c, image_size), chunks))
     ref_shape, ref_path = None, files[0] if files else where
     for chunk, part in zip(chunks, parts, strict=True):
@@ -198,7 +258,7 @@ def _decode_files(
             elif tuple(shape) != ref_shape:
                 raise DataError(
                     f"{where}: image sizes differ ({ref_path} is {ref_shape[1]}x{ref_shape[2]}, "
-                    f"{path} is {shape[1]}x{shape[2]}); pass image_size=(H, W) to resize them all"
+                    f"{path} is {shape[1]}x{shape[2]}); {size_hint}"
                 )
     return torch.cat([p for p in parts if isinstance(p, torch.Tensor)])
 
@@ -231,8 +291,10 @@ def load_split_folders(
     split_dirs: dict[str, Path],
     image_size: tuple[int, int] | None,
     expected_classes: tuple[str, ...] | None,
+    size_hint: str | None = None,
 ) -> tuple[dict[str, ImageTensors], bool, Path | None, str]:
-    """Scan, check class folders and decode (or take from the cache) each split folder."""
+    """Scan, check class folders and decode (or take from the cache) each split folder;
+    ``size_hint`` ends the message when image sizes differ."""
     listings: dict[str, _Listing] = {}
     for split, folder in split_dirs.items():
         if expected_classes is not None:
@@ -264,7 +326,8 @@ def load_split_folders(
     def build() -> dict[str, ImageTensors]:
         out = {}
         for split, listing in listings.items():
-            images = _decode_files(listing.files, image_size, listing.root)
+            images = (_decode_files(listing.files, image_size, listing.root, size_hint)
+                      if size_hint else _decode_files(listing.files, image_size, listing.root))
             labels = torch.tensor(listing.labels, dtype=torch.int64)
             out[split] = ImageTensors(images, labels, classes)
         return out
@@ -310,7 +373,10 @@ def imagefolder_splits(
             f"{root}: test_fraction={test_fraction} of {len(everything)} images gives "
             f"{n_test} test images; need at least 1 test and 1 train image"
         )
-    train_idx, test_idx = stratified_split(everything.labels, n_test, seed)
+    train_idx, test_idx = stratified_split(
+        everything.labels, n_test, seed, classes=everything.classes,
+        what=f"{root}: test_fraction={test_fraction} ({n_test} of {len(everything)} images)",
+    )
     source = (
         f"image folders at {root.resolve()} ({note}; test split carved: {n_test} images, "
         f"stratified, seed {seed}{resized})"

@@ -56,6 +56,11 @@ class BatchLoader:
             raise DataError(
                 f"mean/std: need {c} values each (one per channel), found {len(mean)}/{len(std)}"
             )
+        values = [*mean, *std]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or (
+            not all(math.isfinite(v) for v in values)
+        ):
+            raise DataError(f"mean/std: need finite numbers, found {tuple(mean)}/{tuple(std)}")
         if any(s == 0 for s in std):
             raise DataError(f"std={tuple(std)}: values must be non-zero")
         if not isinstance(crop_padding, int) or not 0 <= crop_padding < min(h, w):
@@ -65,7 +70,10 @@ class BatchLoader:
             )
         if pad_mode not in ("zeros", "reflect"):
             raise DataError(f"pad_mode={pad_mode!r}: allowed: zeros, reflect")
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise DataError(f"device={device!r}: not a torch device (cpu, cuda, cuda:N)") from err
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed

@@ -10,12 +10,16 @@ from typing import Literal, get_args
 
 from dwsearch.errors import ConfigError
 
-__all__ = ["Optimizer", "Precision", "Schedule", "TrainConfig"]
+__all__ = ["MAX_SEED", "MAX_THREADS", "Optimizer", "Precision", "Schedule", "TrainConfig"]
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["constant", "cosine", "onecycle"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# Bounds where torch would overflow (seeds are 64-bit, thread counts 32-bit) or start
+# thousands of threads on a typo.
+MAX_SEED = 2**63 - 1
+MAX_THREADS = 1024
 
 
 def _is_int(value: object) -> bool:
@@ -113,7 +117,9 @@ class TrainConfig:
             raise bad("compile", "true or false")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
-            raise bad("threads", "null or an integer >= 1")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise bad("seed", "an integer >= 0")
+        if self.threads is not None and (
+            not _is_int(self.threads) or not 1 <= self.threads <= MAX_THREADS
+        ):
+            raise bad("threads", f"null or an integer in 1..{MAX_THREADS}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise bad("seed", "an integer in 0..2^63-1")

@@ -33,6 +33,7 @@ from dwsearch.train.checkpoint import (
     TrainingState,
     checkpoint_state,
     plain_spec,
+    prepare_checkpoint,
     restore,
     save_checkpoint,
 )
@@ -306,7 +307,9 @@ def fit(
     callbacks: Iterable[Callback] = (),
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     spec: Mapping[str, Any] | SpecLike | None = None,
+    data_config: Mapping[str, Any] | None = None,
     progress: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``train`` for ``config.epochs`` epochs.
@@ -316,9 +319,12 @@ def fit(
     raising :class:`StopTraining` ends the run with status ``"stopped"``; other exceptions
     propagate. A nan/inf loss ends it with status ``"diverged"`` and a one-line message.
 
-    ``resume=True`` continues from ``checkpoint`` when that file exists (else starts fresh);
-    the config may differ only in epochs (which may grow), threads, compile, device and
-    channels_last. ``spec`` (a mapping or ModelSpec) is stored in checkpoints so
+    ``checkpoint`` is checked for writability before the first step. An existing file there
+    is refused (another run's checkpoint) unless ``resume=True``, which continues from it
+    (and starts fresh where there is none), or ``overwrite=True``, which replaces it. On
+    resume the config may differ only in epochs (which may grow), threads, compile, device
+    and channels_last, and ``data_config`` (the data configuration as a mapping, stored in
+    checkpoints) not at all. ``spec`` (a mapping or ModelSpec) is stored in checkpoints so
     :func:`model_from_checkpoint` can rebuild the model. ``progress=None`` shows a tqdm bar
     only when stderr is a terminal.
 
@@ -328,7 +334,8 @@ def fit(
     """
     with torch_threads(config.threads) as threads:
         return _fit(model, train, val, config, callbacks=callbacks, checkpoint=checkpoint,
-                    resume=resume, spec=spec, progress=progress, threads=threads)
+                    resume=resume, overwrite=overwrite, spec=spec, data_config=data_config,
+                    progress=progress, threads=threads)
 
 
 def _fit(
@@ -340,7 +347,9 @@ def _fit(
     callbacks: Iterable[Callback],
     checkpoint: str | Path | None,
     resume: bool,
+    overwrite: bool,
     spec: Mapping[str, Any] | SpecLike | None,
+    data_config: Mapping[str, Any] | None,
     progress: bool | None,
     threads: int,
 ) -> TrainResult:
@@ -360,7 +369,10 @@ def _fit(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint= (the file to resume from)")
     spec_data = plain_spec(spec)
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    data_dict = dict(data_config) if data_config is not None else None
+    ckpt_path = None
+    if checkpoint is not None:
+        ckpt_path = prepare_checkpoint(checkpoint, resume=resume, overwrite=overwrite)
 
     torch.manual_seed(config.seed)
     model.to(device)
@@ -373,7 +385,7 @@ def _fit(
     parts = TrainingState(model, optimizer, scheduler, scaler)
     history: list[EpochMetrics] = []
     if resume and ckpt_path is not None and ckpt_path.exists():
-        history = restore(ckpt_path, parts, config, spec_data, steps_per_epoch)
+        history = restore(ckpt_path, parts, config, spec_data, steps_per_epoch, data_dict)
 
     run = _Run(
         model=torch.compile(model) if config.compile else model,  # type: ignore[arg-type]
@@ -398,7 +410,7 @@ def _fit(
             if ckpt_path is not None:
                 state = checkpoint_state(
                     parts, config=config, spec=spec_data, steps_per_epoch=steps_per_epoch,
-                    history=history, device=device, precision=precision,
+                    history=history, device=device, precision=precision, data=data_dict,
                 )
                 save_checkpoint(ckpt_path, state)
             for callback in callbacks:

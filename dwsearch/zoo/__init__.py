@@ -12,7 +12,10 @@ from typing import Any
 from dwsearch.errors import SpecError
 from dwsearch.spec import ModelSpec
 
-__all__ = ["get_spec", "list_specs", "load_spec"]
+__all__ = ["MAX_SPEC_BYTES", "get_spec", "list_specs", "load_spec"]
+
+# A spec is a few hundred bytes; this bounds what is read into memory for a wrong path.
+MAX_SPEC_BYTES = 4 * 2**20
 
 
 def list_specs() -> list[str]:
@@ -41,11 +44,23 @@ def load_spec(source: str | Path | Mapping[str, Any] | ModelSpec) -> ModelSpec:
         return source
     if isinstance(source, Mapping):
         return ModelSpec.from_dict(source)
+    if not isinstance(source, (str, Path)):
+        raise SpecError(f"spec: expected a file path, a built-in name, a mapping or a ModelSpec, "
+                        f"found {type(source).__name__}")
+    if str(source).strip() == "":
+        raise SpecError("spec: empty name; give a spec file or a built-in name "
+                        f"({', '.join(list_specs())})")
     path = Path(source)
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise SpecError(f"{path}: no such spec file")
+        if not path.is_file():
+            raise SpecError(f"{path}: not a regular file")
         try:
+            size = path.stat().st_size
+            if size > MAX_SPEC_BYTES:
+                raise SpecError(f"{path}: {size:,} bytes; a spec file is at most "
+                                f"{MAX_SPEC_BYTES:,} bytes")
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as err:
             raise SpecError(f"{path}: cannot read the spec file ({err})") from err
