@@ -28,6 +28,11 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _JPEG_EXTENSIONS = (".jpg", ".jpeg")
 _DECODE_CHUNK = 512
 _TV_IO_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
+# torchvision 0.29 warns on every decode that torchcodec will take over; that is not a
+# dependency here, and thousands of identical warnings would bury real ones. One filter for
+# this one message, set once: warnings.catch_warnings is not thread-safe, and several threads
+# (a decoding pool, study workers) load data at once.
+warnings.filterwarnings("ignore", message=_TV_IO_DEPRECATION, category=DeprecationWarning)
 
 
 @dataclass(frozen=True)
@@ -241,10 +246,7 @@ def _decode_files(
     """Decode ``files`` into one uint8 N×3×H×W tensor, in parallel threads (the decoders
     release the GIL). ``size_hint`` ends the message when image sizes differ."""
     chunks = [files[i : i + _DECODE_CHUNK] for i in range(0, len(files), _DECODE_CHUNK)]
-    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=_workers()) as pool:
-        # torchvision 0.29 warns on every decode that torchcodec will take over; that is not
-        # a dependency here, and thousands of identical warnings would bury real ones.
-        warnings.filterwarnings("ignore", _TV_IO_DEPRECATION, DeprecationWarning)
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
         _check_total(files, image_size, where)
         parts = list(pool.map(lambda c: _decode_chunk(c, image_size), chunks))
     ref_shape, ref_path = None, files[0] if files else where
