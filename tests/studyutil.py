@@ -81,6 +81,10 @@ def trial_states(url: str, name: str) -> list[tuple[int, str, dict[str, Any]]]:
         study = optuna.load_study(study_name=name, storage=url)
     except KeyError:
         return []
+    except Exception as err:  # the worker is creating the tables this instant
+        if type(err).__name__ == "IntegrityError" or "already exists" in str(err):
+            return []
+        raise
     return [(t.number, t.state.name, t.user_attrs.get("dwsearch", {})) for t in study.trials]
 
 

@@ -164,6 +164,57 @@ def test_a_changed_study_is_refused_on_resume(images: Path) -> None:
     assert run(config(images, space={"layers[0,2].block": ["conv"]}, description="x")).ran == 0
 
 
+def test_a_study_begun_before_an_option_existed_resumes_at_its_default(
+        images: Path, tmp_path: Path) -> None:
+    """A study stored by an older dwsearch lacks options added since; the file may leave them
+    at their defaults (what the older version did) but not change them."""
+    cfg = config(images, space={"layers[0,2].block": ["conv"]})
+    run(cfg)
+    url = f"sqlite:///{tmp_path / 'studies' / 't.db'}"
+    study = optuna.load_study(study_name="t", storage=url)
+    meta = study.user_attrs["dwsearch"]
+    del meta["config"]["data"]["test_fraction"], meta["config"]["train"]["nesterov"]
+    study.set_user_attr("dwsearch", meta)
+    assert run(cfg).ran == 0
+    changed = {**study_dict(images, space={"layers[0,2].block": ["conv"]})}
+    changed["train"] = {**changed["train"], "nesterov": True}
+    with pytest.raises(StudyError, match=r"train\.nesterov differs from the study"):
+        run(parse_study_config(changed, "t.yaml"))
+
+
+def test_workers_opening_a_fresh_database_at_once_make_one_study(images: Path,
+                                                                tmp_path: Path) -> None:
+    """Workers started together on a new database race to create its tables and the study
+    (Optuna creates the schema without a lock): every one opens it, and the slots are laid
+    out once."""
+    import threading
+
+    from dwsearch.study.plan import open_study
+
+    plan = make_plan(config(images, repeats=2))
+    errors: list[BaseException] = []
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'race{attempt}.db'}"
+        barrier = threading.Barrier(5)
+
+        def open_it(url: str = url, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                open_study(plan, url, worker=threading.current_thread().name)
+            except BaseException as err:  # collected, asserted below
+                errors.append(err)
+
+        threads = [threading.Thread(target=open_it) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        trials = optuna.load_study(study_name="t", storage=url).trials
+        assert sorted(t.user_attrs["dwsearch"]["slot"] for t in trials) == list(
+            range(len(plan.slots)))
+
+
 def test_identical_runs_are_reused_not_retrained(images: Path) -> None:
     cfg = config(images, sampler="random", n_trials=3, space={"layers[0,2].block": ["conv"]})
     outcome = run(cfg)

@@ -42,6 +42,7 @@ __all__ = [
     "Constraint",
     "Objective",
     "StudyConfig",
+    "config_defaults",
     "json_schema",
     "load_study_config",
     "parse_study_config",
@@ -211,6 +212,16 @@ class StudyModel(BaseModel):
                                                   "dwsearch export).")
     storage: str | None = Field(None, description="Optuna storage URL; default: a SQLite file "
                                                   "per study (see README).")
+
+
+def config_defaults() -> dict[str, Any]:
+    """Every key of a study's stored config that has a default, with it (JSON form)."""
+    out: dict[str, Any] = {}
+    for name, field in StudyModel.model_fields.items():
+        if not field.is_required():
+            value = field.get_default(call_default_factory=True)
+            out[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

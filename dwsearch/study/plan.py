@@ -26,7 +26,7 @@ from typing import Any
 
 from dwsearch.errors import DwsearchError, StudyError
 from dwsearch.spec import ModelSpec
-from dwsearch.study.config import StudyConfig
+from dwsearch.study.config import StudyConfig, config_defaults
 from dwsearch.study.space import Space, config_hash
 from dwsearch.study.storage import (
     INFO_KEY,
@@ -175,10 +175,22 @@ def _identity(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: data.get(k) for k in IDENTITY_KEYS}
 
 
-def _first_difference(old: Any, new: Any, path: str) -> str | None:
+_ABSENT = object()
+
+
+def _first_difference(old: Any, new: Any, path: str, defaults: Any = None) -> str | None:
+    """The first key path where a stored study (``old``) and the file (``new``) differ. A key
+    the stored study lacks (it was begun by an older dwsearch, before the key existed) counts
+    as equal when the file holds that key's default: a new option whose default keeps the old
+    behaviour must not lock users out of their studies."""
     if isinstance(old, Mapping) and isinstance(new, Mapping):
+        known = defaults if isinstance(defaults, Mapping) else {}
         for key in sorted(set(old) | set(new), key=str):
-            found = _first_difference(old.get(key), new.get(key), f"{path}.{key}")
+            default = known.get(key, _ABSENT)
+            if key not in old and default is not _ABSENT and new.get(key) == default:
+                continue
+            found = _first_difference(old.get(key), new.get(key), f"{path}.{key}",
+                                      None if default is _ABSENT else default)
             if found:
                 return found
         return None
@@ -249,6 +261,17 @@ def make_sampler(config: StudyConfig, worker: str) -> Any:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+def _stored_meta(study: Any, wait: float = 10.0) -> Any:
+    """The study's dwsearch description. A worker that loses the race to create the study can
+    load it in the instant between its creation and the winner storing this: wait for it."""
+    deadline = time.monotonic() + wait
+    while True:
+        stored = study.user_attrs.get(STUDY_KEY)
+        if stored is not None or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.1)
+
+
 def open_study(plan: Plan, storage: str | None, *, create: bool = True,
                worker: str = "main") -> StudyHandle:
     """Create the Optuna study (laying out its slots) or load it to resume. A study whose
@@ -275,11 +298,12 @@ def open_study(plan: Plan, storage: str | None, *, create: bool = True,
     if created:
         study.set_user_attr(STUDY_KEY, meta)
     else:
-        stored = study.user_attrs.get(STUDY_KEY)
+        stored = _stored_meta(study)
         if not isinstance(stored, Mapping) or "config" not in stored:
             raise StudyError(f"storage {describe_url(url)}: a study named {plan.config.name!r} "
                              f"exists and was not made by dwsearch; choose another name")
-        diff = _first_difference(_identity(stored["config"]), _identity(meta["config"]), "")
+        diff = _first_difference(_identity(stored["config"]), _identity(meta["config"]), "",
+                                 config_defaults())
         if diff:
             raise StudyError(
                 f"{plan.config.source}: {diff.lstrip('.')} differs from the study "

@@ -13,7 +13,9 @@ This module imports optuna (the study package is the only one that does) but not
 from __future__ import annotations
 
 import os
+import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,25 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(rest[3:])
 
 
+def _lost_creation_race(err: Exception) -> bool:
+    """Whether ``err`` is another process creating the same database's tables at the same
+    moment (workers started together on a fresh database): Optuna creates the schema without a
+    lock, so the losers see 'table ... already exists' or a duplicate alembic version row."""
+    return type(err).__name__ == "IntegrityError" or "already exists" in str(err)
+
+
+def _create_rdb(factory: Any, url: str, engine: dict[str, Any], attempts: int = 8) -> Any:
+    """``RDBStorage(url)``, retried (with jitter) while another worker creates the schema."""
+    for attempt in range(attempts):
+        try:
+            return factory(url, engine_kwargs=engine)
+        except Exception as err:
+            if attempt == attempts - 1 or not _lost_creation_race(err):
+                raise
+            time.sleep(0.05 * (attempt + 1) * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str, *, create: bool) -> Any:
     """An Optuna storage for ``url``. ``create=False`` (reports) refuses to make a new SQLite
     or journal file. Unreachable databases fail within :data:`CONNECT_TIMEOUT` seconds with
@@ -126,7 +147,7 @@ def open_storage(url: str, *, create: bool) -> Any:
     elif url.startswith("postgresql") or url.startswith("mysql"):
         engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
     try:
-        return RDBStorage(url, engine_kwargs=engine)
+        return _create_rdb(RDBStorage, url, engine)
     except ImportError as err:
         raise StudyError(f"storage {shown}: its database driver is not installed ({err}); for "
                          f"PostgreSQL: pip install 'dwsearch[postgres]'") from err
