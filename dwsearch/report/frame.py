@@ -333,7 +333,8 @@ def _configs(runs: pd.DataFrame, baselines: Mapping[str, str],
         train_seconds=("train_seconds", "mean"), epochs=("epochs_trained", "max"),
         reused=("reused", "any"), device_name=("device_name", "first"),
     )
-    seeds = grouped["seed"].agg(lambda s: ",".join(str(v) for v in sorted(s)))
+    # int(): a column with a missing seed (a killed trial) is float; seeds are integers
+    seeds = grouped["seed"].agg(lambda s: ",".join(str(int(v)) for v in sorted(s)))
     configs.insert(configs.columns.get_loc("n") + 1, "seeds", seeds)
     configs = configs.reset_index()
     # Marked by name only where the configuration is the model itself ({} or {model: m}),

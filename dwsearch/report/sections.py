@@ -260,9 +260,8 @@ def _setup(frames: StudyFrames, command: str) -> Section:
         blocks.append(Bullets([
             f"Dataset: {'; '.join(sources)}.",
             f"**{'Lossy JPEG copy' if lossy else 'Lossless data'}**: "
-            + ("pixels differ slightly from the official CIFAR-10 files, so accuracies can sit "
-               "a little below those on the official release." if lossy else
-               "no run reports a lossy re-encoding."),
+            + ("accuracies can sit a little below those on the official CIFAR-10 files."
+               if lossy else "no run reports a lossy re-encoding."),
             f"Images: {first.train_images:,} training, {first.val_images:,} validation (carved "
             f"from the training set, stratified), {first.test_images:,} test; "
             f"{first.num_classes} classes.",
