@@ -126,6 +126,12 @@ def test_a_valid_file_through_the_command_line(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(VALID))
     result = CliRunner().invoke(main, ["run-study", str(path), "--dry-run"])
     assert result.exit_code == 0 and "4 configuration(s) x 1 repeat(s)" in result.output
+    # --dry-run shows the storage the run would use, and creates nothing there
+    db = tmp_path / "elsewhere.db"
+    result = CliRunner().invoke(main, ["run-study", str(path), "--dry-run",
+                                       "--storage", f"sqlite:///{db}"])
+    assert result.exit_code == 0 and f"storage sqlite:///{db}" in result.output
+    assert not db.exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -84,7 +84,7 @@ def run_study_cmd(
                           f"found {jobs!r}")
     config = load_config(study_file, overrides, name)
     if dry_run:
-        click.echo(plan_only(config, n_trials))
+        click.echo(plan_only(config, n_trials, storage))
         return
     resolve_device(device)  # a typo in --device is an error now, not in every worker
     seconds = parse_timeout(timeout, "--timeout") if timeout else None

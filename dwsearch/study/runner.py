@@ -242,10 +242,11 @@ def describe_plan(plan: Plan, handle: StudyHandle, states: Mapping[str, int]) ->
     return "\n".join(lines)
 
 
-def dry_run(config: StudyConfig, n_trials: int | None = None) -> str:
+def dry_run(config: StudyConfig, n_trials: int | None = None,
+            storage: str | None = None) -> str:
     """What ``run-study`` would do, without touching any storage."""
     plan = make_plan(config, n_trials)
-    url = describe_url(resolve_storage_url(config.model.storage, config.name))
+    url = describe_url(resolve_storage_url(storage or config.model.storage, config.name))
     lines = [
         f"study {config.name} ({config.source}) is valid",
         f"sampler {config.sampler.name}; objectives "
