@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from dwsearch.builder import Network, build_model, infer_shapes
+from dwsearch.convention import CONVENTION, convention
 from dwsearch.errors import ConfigError, CostError
 from dwsearch.limits import check_memory
 from dwsearch.runtime import device_name, resolve_device, torch_threads
@@ -71,14 +72,6 @@ __all__ = [
 
 BNMode = Literal["counted", "folded"]
 Precision = Literal["fp32", "bf16"]
-
-CONVENTION = (
-    "1 multiply-add = 1 MAC, FLOPs = 2 x MACs; batch 1, eval mode; conv/linear multiply-adds; "
-    "batch norm {bn}; residual add, SE multiply, average pooling 1 MAC per element; "
-    "ReLU/ReLU6/max-pool/sigmoid/hardswish/SiLU 0; activations: elements output by conv/linear "
-    "ops (fvcore ActivationCountAnalysis), per sample; saved: bytes autograd keeps for backward "
-    "per sample, training mode, {precision}, each storage once, slope between batch 2 and 3"
-)
 
 
 def _numel(value: Any) -> int:
@@ -524,9 +517,7 @@ class Profile:
 
     @property
     def convention(self) -> str:
-        bn = "1 MAC per element (counted)" if self.bn == "counted" else "folded into conv (0)"
-        precision = "fp32" if self.precision == "fp32" else "bf16 autocast"
-        return CONVENTION.format(bn=bn, precision=precision)
+        return convention(self.bn, self.precision)
 
     def to_rows(self) -> list[dict[str, Any]]:
         return [

@@ -75,12 +75,8 @@ def test_synthetic_record_dict_is_to_dict() -> None:
     assert json.loads(json.dumps(synthetic.record_dict(record))) == json.loads(record.to_json())
 
 
-def test_convention_copy_matches_costs() -> None:
-    from dwsearch.costs import CONVENTION
-    from dwsearch.report.convention import CONVENTION as COPY
-    from dwsearch.report.convention import convention
-
-    assert COPY == CONVENTION
+def test_reports_state_the_convention_profiles_state() -> None:
+    from dwsearch.convention import convention
     from dwsearch.costs import profile
 
     tiny = {"input": [3, 8, 8], "num_classes": 2, "layers": [

@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from dwsearch.convention import convention
 from dwsearch.report import claims as claims_mod
 from dwsearch.report import plots
-from dwsearch.report.convention import convention
 from dwsearch.report.diagram import diagram_figure
 from dwsearch.report.frame import (
     COST_COLUMNS,

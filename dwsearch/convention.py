@@ -1,7 +1,8 @@
-"""The cost convention, as text a report can print without importing torch.
+"""The cost convention as one line of text, for every table and report that prints costs.
 
-:data:`CONVENTION` is the same template as :data:`dwsearch.costs.CONVENTION` (which imports
-torch with fvcore); ``tests/test_report.py`` checks that the two stay equal.
+A leaf (no torch): :mod:`dwsearch.costs` states it on each profile, and reports print it
+from the stored run records without importing torch. The full convention is in
+:mod:`dwsearch.costs` and README's "Cost convention".
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ CONVENTION = (
 
 
 def convention(bn: str, precision: str = "fp32") -> str:
-    """The convention of records counted with batch norm ``bn`` ("counted" or "folded") and
-    saved bytes measured in ``precision`` (as :attr:`dwsearch.costs.Profile.convention`)."""
+    """The convention of costs counted with batch norm ``bn`` ("counted" or "folded") and
+    saved bytes measured in ``precision`` ("fp32" or "bf16")."""
     bn_text = "1 MAC per element (counted)" if bn == "counted" else "folded into conv (0)"
     precision_text = "fp32" if precision == "fp32" else "bf16 autocast"
     return CONVENTION.format(bn=bn_text, precision=precision_text)
