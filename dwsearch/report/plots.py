@@ -118,9 +118,10 @@ def pareto_figure(
     marked = data[data["baseline"].notna()]
     for i, (_, row) in enumerate(marked.iterrows()):
         marker = BASE_MARKERS[i % len(BASE_MARKERS)]
+        edge = (FRONT_COLOR, 1.6) if row[front] else ("white", 0.8)  # on the front: ringed
         ax.scatter([row[cost]], [row[accuracy]], marker=marker, s=150 if marker == "*" else 70,
                    color="black" if row["is_base"] else PALETTE[(i + 2) % len(PALETTE)],
-                   edgecolors="white", linewidths=0.8, zorder=5,
+                   edgecolors=edge[0], linewidths=edge[1], zorder=5,
                    label=f"{row['baseline']}{' (base)' if row['is_base'] else ''}")
         ax.annotate(str(row["baseline"]), (row[cost], row[accuracy]),
                     textcoords="offset points", xytext=(7, -11), fontsize=8, zorder=6)

@@ -313,7 +313,8 @@ def _fronts(frames: StudyFrames) -> Section:
         "Each point is a configuration: its validation accuracy is the mean over its seeds. "
         "A configuration is on a front when no other is at least as accurate and at least as "
         "cheap, and better in one of the two. The front is highlighted and joined; the base "
-        "and the baseline models are marked by name."))
+        "and the baseline models are marked by name (ringed in the front's colour when on "
+        "it)."))
     for column, label in COST_COLUMNS.items():
         if not configs[column].notna().any():
             blocks.append(Text(f"Accuracy against {label}: not measured (the study ran without "
