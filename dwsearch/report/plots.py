@@ -136,7 +136,8 @@ def pareto_figure(
     ax.set_ylabel(accuracy_label)
     ax.set_title(f"Accuracy against {cost_label}")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7.5, loc="lower right", framealpha=0.85)
+    # "best" keeps points visible; it scans every point, so large studies take a fixed corner
+    ax.legend(fontsize=7.5, loc="lower right" if many else "best", framealpha=0.85)
     return fig
 
 

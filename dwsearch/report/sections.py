@@ -534,7 +534,10 @@ def _speed(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
              f"median images/s over a run's epochs (mean over seeds); latency is the median "
              f"forward time in inference mode at batch {', '.join(map(str, batch)) or '?'} "
              f"after warm-up."),
-        Table(table, caption="Speed ratios above 1 mean faster than the reference."),
+        Table(table, caption=(
+            f"Ratios above 1 mean faster than {display_name(reference)}."
+            if reference is not None else
+            "No base or baseline model ran in this study: absolute speeds only.")),
         Image("speed", plots.png(figure), f"Training and inference speed on {device}.",
               alt="Training and inference speed"),
         Text(DEVICE_NOTE, kind="note"),
@@ -598,7 +601,7 @@ def _excluded(frames: StudyFrames) -> Section:
         "trial": shown["trial"].map(count), "status": shown["status"].astype(str),
         "reason": shown["excluded"].astype(str).map(lambda t: _short(t, 120)),
         "configuration": shown["label"].astype(str).map(lambda t: _short(t, 70)),
-        "seed": shown["seed"].map(count),
+        "seed": shown["seed"].map(lambda v: str(int(v)) if _finite(v) else "-"),
     })
     more = len(out) - len(shown)
     return Section("excluded", "Trials not in the statistics", [Table(table, caption=(
