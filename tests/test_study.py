@@ -215,6 +215,41 @@ def test_workers_opening_a_fresh_database_at_once_make_one_study(images: Path,
             range(len(plan.slots)))
 
 
+def test_workers_on_one_sqlite_file_never_claim_a_trial_twice(tmp_path: Path) -> None:
+    """SQLite has no row locks: without a transaction that takes the write lock first, two
+    workers read the same WAITING trial and both claim it (26 of 60 here, before the fix)."""
+    import threading
+    from collections import Counter
+
+    from dwsearch.study.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'pop.db'}"
+    study = optuna.create_study(storage=open_storage(url, create=True), study_name="pop")
+    for _ in range(60):
+        study.enqueue_trial({})
+    claims: Counter[int] = Counter()
+    barrier = threading.Barrier(6)
+
+    def worker() -> None:
+        storage = open_storage(url, create=True)
+        study_id = storage.get_study_id_from_name("pop")
+        barrier.wait()
+        while waiting := storage.get_all_trials(
+                study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            for trial in sorted(waiting, key=lambda t: t.number):
+                if storage.set_trial_state_values(trial._trial_id,
+                                                  state=optuna.trial.TrialState.RUNNING):
+                    claims[trial.number] += 1
+                    break
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claims) == 60 and set(claims.values()) == {1}
+
+
 def test_identical_runs_are_reused_not_retrained(images: Path) -> None:
     cfg = config(images, sampler="random", n_trials=3, space={"layers[0,2].block": ["conv"]})
     outcome = run(cfg)
