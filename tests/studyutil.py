@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,10 +66,17 @@ def write_study(path: Path, data: dict[str, Any]) -> Path:
 
 def dwsearch(*args: str, env: dict[str, str] | None = None, **kwargs: Any
              ) -> subprocess.Popen[str]:
-    """``python -m dwsearch ARGS`` in a child process (a real console run)."""
+    """``python -m dwsearch ARGS`` in a child process (a real console run). Ctrl-C reaches it
+    as in a terminal: a shell's background job (``make test &``, some CI runners) starts with
+    SIGINT ignored, children inherit that, and Python then installs no KeyboardInterrupt."""
     return subprocess.Popen([sys.executable, "-m", "dwsearch", *args], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})}, **kwargs)
+                            env={**os.environ, **(env or {})},
+                            preexec_fn=_default_sigint, **kwargs)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def trial_states(url: str, name: str) -> list[tuple[int, str, dict[str, Any]]]:

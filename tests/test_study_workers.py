@@ -65,10 +65,7 @@ def test_killed_worker_is_resumed_with_exactly_n_trials(images: Path, tmp_path: 
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(images: Path, tmp_path: Path,
                                                             env: dict[str, str]) -> None:
-    # Trials of several seconds on a quiet machine, so the signal lands inside one (at 20
-    # epochs the whole study once finished before the poller's signal arrived).
-    study = write_study(tmp_path / "study.yaml", study_dict(
-        images, train={**SLOW_TRAIN, "epochs": 150}, repeats=2))
+    study = slow_study(tmp_path, images)
     url = f"sqlite:///{tmp_path / 'studies' / 't.db'}"
     first = dwsearch("run-study", str(study), "--quiet", env=env)
     wait_for(lambda: any(s == "RUNNING" for _, s, _ in trial_states(url, "t")), 120,
