@@ -250,6 +250,17 @@ def test_workers_on_one_sqlite_file_never_claim_a_trial_twice(tmp_path: Path) ->
     assert len(claims) == 60 and set(claims.values()) == {1}
 
 
+def test_an_in_memory_sqlite_storage_still_works() -> None:
+    """Only SQLite files get the write-lock-first transactions (their setup reconnects, which
+    would drop an in-memory database)."""
+    from dwsearch.study.storage import open_storage
+
+    study = optuna.create_study(storage=open_storage("sqlite:///:memory:", create=True),
+                                study_name="m")
+    study.enqueue_trial({})
+    assert len(study.trials) == 1
+
+
 def test_identical_runs_are_reused_not_retrained(images: Path) -> None:
     cfg = config(images, sampler="random", n_trials=3, space={"layers[0,2].block": ["conv"]})
     outcome = run(cfg)

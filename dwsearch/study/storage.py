@@ -155,8 +155,8 @@ def open_storage(url: str, *, create: bool) -> Any:
         if type(err).__module__.startswith(("sqlalchemy", "optuna", "psycopg", "sqlite3")):
             raise StudyError(f"storage {shown}: cannot open ({reason(err, 200)})") from err
         raise
-    if url.startswith("sqlite") and create:
-        _serialize_sqlite(storage.engine)
+    if url.startswith("sqlite") and create and _sqlite_path(url) is not None:
+        _serialize_sqlite(storage.engine)  # a file several workers may share (not :memory:)
     return storage
 
 
