@@ -89,8 +89,10 @@ def trial_states(url: str, name: str) -> list[tuple[int, str, dict[str, Any]]]:
         study = optuna.load_study(study_name=name, storage=url)
     except KeyError:
         return []
-    except Exception as err:  # the worker is creating the tables this instant
-        if type(err).__name__ == "IntegrityError" or "already exists" in str(err):
+    except Exception as err:
+        from dwsearch.study.storage import lost_creation_race
+
+        if lost_creation_race(err):  # the worker is creating the tables this instant
             return []
         raise
     return [(t.number, t.state.name, t.user_attrs.get("dwsearch", {})) for t in study.trials]

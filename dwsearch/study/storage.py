@@ -27,6 +27,7 @@ __all__ = [
     "STUDY_KEY",
     "default_study_dir",
     "describe_url",
+    "lost_creation_race",
     "open_storage",
     "resolve_storage_url",
 ]
@@ -93,20 +94,22 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(rest[3:])
 
 
-def _lost_creation_race(err: Exception) -> bool:
+def lost_creation_race(err: Exception) -> bool:
     """Whether ``err`` is another process creating the same database's tables at the same
     moment (workers started together on a fresh database): Optuna creates the schema without a
     lock, so the losers see 'table ... already exists' or a duplicate alembic version row."""
     return type(err).__name__ == "IntegrityError" or "already exists" in str(err)
 
 
-def _create_rdb(factory: Any, url: str, engine: dict[str, Any], attempts: int = 8) -> Any:
+def _create_rdb(url: str, engine: dict[str, Any], attempts: int = 8) -> Any:
     """``RDBStorage(url)``, retried (with jitter) while another worker creates the schema."""
+    from optuna.storages import RDBStorage
+
     for attempt in range(attempts):
         try:
-            return factory(url, engine_kwargs=engine)
+            return RDBStorage(url, engine_kwargs=engine)
         except Exception as err:
-            if attempt == attempts - 1 or not _lost_creation_race(err):
+            if attempt == attempts - 1 or not lost_creation_race(err):
                 raise
             time.sleep(0.05 * (attempt + 1) * (1 + random.random()))
     raise AssertionError("unreachable")
@@ -117,7 +120,7 @@ def open_storage(url: str, *, create: bool) -> Any:
     or journal file. Unreachable databases fail within :data:`CONNECT_TIMEOUT` seconds with
     one line naming the URL (password hidden)."""
     import optuna
-    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -147,7 +150,7 @@ def open_storage(url: str, *, create: bool) -> Any:
     elif url.startswith("postgresql") or url.startswith("mysql"):
         engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}, "pool_pre_ping": True}
     try:
-        storage = _create_rdb(RDBStorage, url, engine)
+        storage = _create_rdb(url, engine)
     except ImportError as err:
         raise StudyError(f"storage {shown}: its database driver is not installed ({err}); for "
                          f"PostgreSQL: pip install 'dwsearch[postgres]'") from err
