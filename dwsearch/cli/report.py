@@ -69,6 +69,10 @@ def _list(storage: str | None) -> None:
         return
     width = max(len(s.name) for s in studies)
     for summary in studies:
+        if summary.problem:
+            click.echo(f"{summary.name.ljust(width)}  (not read: {summary.problem})  "
+                       f"{summary.storage}")
+            continue
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items()))
         click.echo(f"{summary.name.ljust(width)}  {summary.trials:>6,} trials"
                    f"{f' ({states})' if states else ''}  {summary.storage}")

@@ -80,6 +80,7 @@ class StudySummary:
     storage: str
     trials: int
     states: Mapping[str, int]
+    problem: str | None = None  # why a file of the study folder could not be read
 
 
 def _trial(frozen: Any) -> TrialResult:
@@ -113,7 +114,7 @@ def load_results(name: str, storage: str | None = None) -> StudyResults:
     import optuna
 
     url = resolve_storage_url(storage, name)
-    backend = open_storage(url, create=False)
+    backend = open_storage(url, create=False, readonly=True)
     try:
         study = optuna.load_study(study_name=name, storage=backend)
     except KeyError as err:
@@ -133,7 +134,9 @@ def load_results(name: str, storage: str | None = None) -> StudyResults:
 
 def list_studies(storage: str | None = None) -> list[StudySummary]:
     """The studies in ``storage``, or, without one, in every SQLite file of the default
-    study folder (``dwsearch report`` with no argument)."""
+    study folder (``dwsearch report`` with no argument). Nothing is written: a file of the
+    folder that is not a study database (or one Optuna cannot read) is listed with its
+    problem instead."""
     import optuna
 
     urls = [storage] if storage else [
@@ -141,7 +144,15 @@ def list_studies(storage: str | None = None) -> list[StudySummary]:
     ]
     out = []
     for url in urls:
-        backend = open_storage(resolve_storage_url(url, "_"), create=False)
+        try:
+            backend = open_storage(resolve_storage_url(url, "_"), create=False, readonly=True)
+        except StudyError as err:
+            if storage:
+                raise
+            shown = describe_url(url)
+            out.append(StudySummary(Path(url[len("sqlite:///"):]).stem, shown, 0, {},
+                                    str(err).removeprefix(f"storage {shown}: ")))
+            continue
         for summary in optuna.get_all_study_summaries(backend, include_best_trial=False):
             study = optuna.load_study(study_name=summary.study_name, storage=backend)
             states: dict[str, int] = {}
