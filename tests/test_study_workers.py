@@ -141,3 +141,99 @@ def test_jobs_share_a_journal_file(images: Path, tmp_path: Path, env: dict[str, 
     workers = {t.user_attrs["dwsearch"]["worker"] for t in trials}
     assert 1 <= len(workers) <= 2 and all(w.rsplit(":", 1)[1].isdigit() for w in workers)
     assert os.path.getsize(tmp_path / "study.log") > 0
+
+
+def _pop_all(plan: object, url: str, barrier: object, out: object) -> None:
+    """A worker process as ``--jobs`` starts one (the study opened with ``create=False``),
+    popping slots through the worker's own claim until none is left; no training."""
+    from dwsearch.study.plan import open_study
+    from dwsearch.study.worker import Worker, WorkerOptions
+
+    handle = open_study(plan, url, create=False, worker=f"popper:{os.getpid()}")  # type: ignore[arg-type]
+    worker = Worker(plan, handle, WorkerOptions(device="cpu"))  # type: ignore[arg-type]
+    claimed = []
+    barrier.wait()  # type: ignore[attr-defined]
+    while (trial_id := worker._pop()) is not None:
+        claimed.append(trial_id)
+    out.put(claimed)  # type: ignore[attr-defined]
+
+
+def test_worker_processes_on_one_sqlite_file_never_claim_a_slot_twice(
+        images: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """Four processes opened as ``run-study --jobs 4`` opens them pop 120 slots of one SQLite
+    file: each slot is claimed exactly once (24 were claimed twice when worker processes
+    opened the file without write-lock-first transactions)."""
+    import multiprocessing
+
+    from dwsearch.study.config import parse_study_config
+    from dwsearch.study.plan import make_plan, open_study
+
+    url = f"sqlite:///{tmp_path / 'pop.db'}"
+    config = parse_study_config(study_dict(images, sampler="random", n_trials=120), "t.yaml")
+    plan = make_plan(config)
+    open_study(plan, url, create=True)
+    context = multiprocessing.get_context("spawn")
+    barrier, out = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=_pop_all, args=(plan, url, barrier, out))
+                 for _ in range(4)]
+    for process in processes:
+        process.start()
+    claims = Counter(trial_id for _ in processes for trial_id in out.get(timeout=120))
+    for process in processes:
+        process.join(timeout=60)
+    assert all(p.exitcode == 0 for p in processes)
+    assert len(claims) == 120 and sorted(set(claims.values())) == [1], claims.most_common(3)
+
+
+# A trial of several seconds: long enough for another worker to watch its heartbeats.
+LONG_TRAIN = {**SLOW_TRAIN, "epochs": 60}
+
+
+def test_a_short_grace_does_not_kill_a_worker_that_beats_slowly(
+        images: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """A worker's grace is at least three of the *watched* worker's heartbeats: a second
+    worker started with a short --grace once took a live trial of a worker beating every 10 s for
+    dead, retrained it, and the first crashed when it reported its result."""
+    study = write_study(tmp_path / "study.yaml", study_dict(
+        images, train={**LONG_TRAIN, "epochs": 80}, space={"layers[0,2].block": ["conv"]}))
+    url = f"sqlite:///{tmp_path / 'studies' / 't.db'}"
+    slow = dwsearch("run-study", str(study), "--heartbeat", "8", "--grace", "60", env=env)
+    wait_for(lambda: any(s == "RUNNING" for _, s, _ in trial_states(url, "t")), 120,
+             "the slow worker to be training")
+    watcher = dwsearch("run-study", str(study), "--heartbeat", "0.5", "--grace", "1.5", env=env)
+    for process in (slow, watcher):
+        code, output = finish(process)
+        assert code == 0, output
+    assert [(s, i["status"]) for _, s, i in trial_states(url, "t")] == [
+        ("COMPLETE", "completed")]
+
+
+def test_a_worker_whose_trial_was_taken_over_discards_its_result(
+        images: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """A worker that stops answering (here: stopped with SIGSTOP, as a machine that hangs or
+    a laptop that sleeps) has its trial retried by another; when it wakes up it drops its own
+    result with one line and goes on, instead of crashing on the finished trial."""
+    study = write_study(tmp_path / "study.yaml", study_dict(
+        images, train=LONG_TRAIN, space={"layers[0,2].block": ["conv"]}))
+    url = f"sqlite:///{tmp_path / 'studies' / 't.db'}"
+    options = ["--heartbeat", "0.5", "--grace", "2"]
+    sleeper = dwsearch("run-study", str(study), *options, env=env)
+    wait_for(lambda: any(s == "RUNNING" for _, s, _ in trial_states(url, "t")), 120,
+             "the first worker to be training")
+    other = dwsearch("run-study", str(study), *options, env=env)
+    sleeper.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: any(i.get("status") == "killed" for _, _, i in trial_states(url, "t")),
+                 120, "the other worker to take the trial over")
+    finally:
+        sleeper.send_signal(signal.SIGCONT)
+    outputs = []
+    for process in (sleeper, other):
+        code, output = finish(process)
+        assert code == 0 and "Traceback" not in output, output
+        outputs.append(output)
+    assert "taken over" in outputs[0] and "result is discarded" in outputs[0]
+    states = trial_states(url, "t")
+    assert [(s, i["status"]) for _, s, i in states] == [("FAIL", "killed"),
+                                                       ("COMPLETE", "completed")]
+    assert states[1][2]["retry_of"] == states[0][0]

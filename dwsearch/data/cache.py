@@ -9,7 +9,6 @@ import os
 import tempfile
 import time
 import warnings
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 import torchvision
 
 from dwsearch.data.paths import cache_dir
-from dwsearch.data.tensors import ImageTensors
+from dwsearch.data.tensors import ImageTensors, tensor_crc
 from dwsearch.errors import reason
 
 __all__ = ["cached_splits"]
@@ -32,14 +31,8 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _crc(tensor: torch.Tensor) -> int:
-    """CRC-32 of a tensor's bytes (0.1 s for all of CIFAR-10's pixels here)."""
-    flat = tensor.detach().contiguous().view(-1).view(torch.uint8)
-    return zlib.crc32(flat.numpy().data)
-
-
 def _checksums(splits: dict[str, ImageTensors]) -> dict[str, list[int]]:
-    return {name: [_crc(s.images), _crc(s.labels)] for name, s in splits.items()}
+    return {name: [tensor_crc(s.images), tensor_crc(s.labels)] for name, s in splits.items()}
 
 
 def _read_cache(path: Path, key: str) -> dict[str, ImageTensors] | None:

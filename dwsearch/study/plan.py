@@ -41,6 +41,7 @@ __all__ = [
     "Plan",
     "SlotPlan",
     "StudyHandle",
+    "check_data",
     "derive_seed",
     "make_plan",
     "open_study",
@@ -142,6 +143,10 @@ def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
     repeats = config.model.repeats
     limit = n_trials if n_trials is not None else config.model.n_trials
     name = config.sampler.name
+    if n_trials is not None and name not in ("grid", "ablation") and n_trials % repeats:
+        raise StudyError(f"--n-trials {n_trials}: a sampled study trains each configuration "
+                         f"{repeats} times (repeats), so n_trials must be a multiple of "
+                         f"{repeats}; found {n_trials}")
     slots: list[SlotPlan] = []
     skipped: list[tuple[Mapping[str, Any], str]] = []
     if name in ("grid", "ablation"):
@@ -197,6 +202,53 @@ def _first_difference(old: Any, new: Any, path: str, defaults: Any = None) -> st
     return None if old == new else path
 
 
+def resolved_models(plan: Plan) -> dict[str, Any]:
+    """What each model of the study resolved to (the base and every ``model:`` choice; a
+    choice may be a spec file): name -> {hash, spec}. A resumed study compares these, so an
+    edited spec file is not averaged with the network it replaced."""
+    models = {"(base)": plan.space.base, **plan.space.models}
+    return {name: {"hash": spec.hash(), "spec": spec.to_dict()} for name, spec in models.items()}
+
+
+def _changed_model(stored: Any, plan: Plan) -> str | None:
+    """The first model whose file now resolves to another network than when the study
+    began, in words; None when all are the same (or the study predates this record)."""
+    if not isinstance(stored, Mapping):
+        return None
+    for name, now in resolved_models(plan).items():
+        then = stored.get(name)
+        if isinstance(then, Mapping) and then.get("hash") != now["hash"]:
+            what = "the base" if name == "(base)" else f"model choice {name!r}"
+            return (f"{what} resolves to another network than when the study began (spec hash "
+                    f"{then.get('hash')} then, {now['hash']} now: "
+                    f"{_layers_summary(then.get('spec'))} then, "
+                    f"{_layers_summary(now['spec'])} now)")
+    return None
+
+
+def _layers_summary(spec: Any) -> str:
+    layers = spec.get("layers") if isinstance(spec, Mapping) else None
+    return f"{len(layers)} layers" if isinstance(layers, list) else "unknown"
+
+
+DATA_KEY = "dwsearch:data"  # study system attr: {"fingerprint", "source"} of the data trained on
+
+
+def check_data(handle: StudyHandle, fingerprint: str, source: str) -> None:
+    """The data a worker loaded must be the data the study began with: other images would
+    make its trials incomparable. The first worker of a study records its data."""
+    stored = handle.system_attr(DATA_KEY)
+    if not isinstance(stored, Mapping) or "fingerprint" not in stored:
+        handle.set_system_attr(DATA_KEY, {"fingerprint": fingerprint, "source": source})
+        return
+    if stored["fingerprint"] != fingerprint:
+        raise StudyError(
+            f"data: {source} holds other images than the study {handle.study.study_name!r} "
+            f"began with ({stored.get('source', '?')}; content checksums "
+            f"{stored['fingerprint'][:12]} then, {fingerprint[:12]} now); a study cannot "
+            f"change its data: pass the same --data-dir, or give the study a new name")
+
+
 def study_meta(plan: Plan) -> dict[str, Any]:
     """What a study stores about itself (study user attribute ``dwsearch``)."""
     from dwsearch.runtime import versions
@@ -204,6 +256,8 @@ def study_meta(plan: Plan) -> dict[str, Any]:
     base = plan.space.base
     config = plan.config.to_dict()
     config["base"] = base.to_dict()  # resolved: the study stays reproducible if files change
+    if config.get("storage"):
+        config["storage"] = describe_url(str(config["storage"]))  # never a password
     baselines = [{"name": base.name, "hash": base.hash()}]
     baselines += [{"name": m.name, "hash": m.hash()} for m in plan.space.models.values()
                   if m.hash() != base.hash()]
@@ -215,6 +269,7 @@ def study_meta(plan: Plan) -> dict[str, Any]:
         "objectives": [str(o) for o in plan.config.objectives],
         "base": {"name": base.name, "hash": base.hash(), "spec": base.to_dict()},
         "baselines": baselines,
+        "models": resolved_models(plan),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
     }
@@ -313,6 +368,11 @@ def open_study(plan: Plan, storage: str | None, *, create: bool = True,
             )
         if [d.name.lower() for d in study.directions] != directions:
             raise StudyError(f"{plan.config.source}: objectives differ from the stored study")
+        changed = _changed_model(stored.get("models"), plan)
+        if changed:
+            raise StudyError(
+                f"{plan.config.source}: {changed}; a study cannot change what it measures: "
+                f"restore the file, or give the study a new name")
     # Workers pop slots and write heartbeats through the storage object the study itself
     # uses (for RDB storages Optuna wraps the one we opened in a cache); a second handle on
     # the same database would not see the study's cached trials.

@@ -19,10 +19,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dwsearch.errors import DwsearchError, StudyError
+from dwsearch.errors import DwsearchError, StudyError, reason
 from dwsearch.study.config import StudyConfig, load_study_config, parse_study_config
-from dwsearch.study.plan import Plan, StudyHandle, make_plan, open_study
-from dwsearch.study.storage import describe_url, resolve_storage_url
+from dwsearch.study.plan import Plan, StudyHandle, check_data, make_plan, open_study
+from dwsearch.study.storage import (
+    describe_url,
+    is_in_memory,
+    resolve_storage_url,
+    weights_folder,
+)
 from dwsearch.study.worker import (
     StudyData,
     TrialEvent,
@@ -38,6 +43,23 @@ __all__ = ["StudyOutcome", "apply_overrides", "load_config", "run_study"]
 # share the device (measured on an H100 by an earlier session: 4 side by side trained
 # 1.7x (seed_cnn) to 2.4x (seed_dwsep) as many images/s as one).
 AUTO_JOBS_CUDA = 4
+MAX_JOBS = 256
+
+
+def _check_weights_folder(options: WorkerOptions, url: str, name: str) -> None:
+    """keep_weights: the folder must take files before any trial trains (an unwritable one
+    would fail every trial)."""
+    import tempfile
+
+    folder = Path(options.weights_dir) if options.weights_dir else weights_folder(url, name)
+    shown = "--weights-dir" if options.weights_dir else "the weights folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise StudyError(f"{shown} {folder}: cannot write the kept weights there "
+                         f"({reason(err)}); pass a writable --weights-dir") from err
 
 
 @dataclass(frozen=True)
@@ -140,12 +162,27 @@ def run_study(
     worker processes (None: one on a CPU, 4 on a GPU; 1 runs in this process). Running it
     again resumes: finished trials are never repeated."""
     started = time.monotonic()
-    options = options or WorkerOptions()
+    if not isinstance(config, StudyConfig):
+        raise StudyError(f"run_study: expected a StudyConfig (dwsearch.study.load_config("
+                         f"PATH)), found {type(config).__name__}")
+    options = (options or WorkerOptions()).check()  # before anything is made or opened
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)
+                             or not 1 <= jobs <= MAX_JOBS):
+        raise StudyError(f"jobs: expected a number of worker processes in 1..{MAX_JOBS}, "
+                         f"found {jobs!r}")
     plan = make_plan(config, n_trials)
-    resolve_storage_url(storage or config.model.storage, config.name)  # a bad URL: say so now
+    url = resolve_storage_url(storage or config.model.storage, config.name)  # bad: say so now
+    if is_in_memory(url):
+        raise StudyError(f"storage {describe_url(url)}: an in-memory database keeps nothing "
+                         f"(every trial would be lost when this command ends, and each --jobs "
+                         f"worker would get an empty one of its own); give a file: "
+                         f"sqlite:///PATH.db")
+    if config.model.keep_weights:
+        _check_weights_folder(options, url, config.name)
     # The data before the storage: a missing dataset must not leave a half-made study.
     data = StudyData(plan, options).preload()
     handle = open_study(plan, storage, create=True, worker=options.worker_id)
+    check_data(handle, *data.identity())
     if on_plan is not None:
         on_plan(plan, handle, _states(handle))
     jobs = jobs or _default_jobs(options.device)
@@ -201,7 +238,12 @@ def _run_processes(plan: Plan, url: str, options: WorkerOptions, jobs: int,
             try:
                 kind, payload = channel.get(timeout=1.0)
             except queue.Empty:
-                if not any(p.is_alive() for p in children):
+                kind, payload = None, None
+            # Every child is polled each round, which reaps the dead: a zombie would look
+            # alive to the other workers and keep its trial RUNNING for the whole grace.
+            alive = [p.is_alive() for p in children]
+            if kind is None:
+                if not any(alive):
                     break
                 continue
             if kind == "event":

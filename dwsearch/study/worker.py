@@ -36,16 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from dwsearch.data.config import DataConfig
-from dwsearch.errors import DwsearchError, StudyError, reason
+from dwsearch.errors import ConfigError, DwsearchError, StudyError, reason
 from dwsearch.records import RunRecord
-from dwsearch.study.plan import REPLACED_KEY, Plan, StudyHandle, derive_seed
+from dwsearch.study.plan import REPLACED_KEY, Plan, StudyHandle, check_data, derive_seed
 from dwsearch.study.pruning import CostMedian, prune_reason
 from dwsearch.study.space import config_hash
-from dwsearch.study.storage import ERROR_KEY, INFO_KEY, RECORD_KEY, default_study_dir
+from dwsearch.study.storage import ERROR_KEY, INFO_KEY, RECORD_KEY, weights_folder
 
 __all__ = ["TrialEvent", "Worker", "WorkerOptions"]
 
-HEARTBEAT_KEY = "dwsearch:heartbeat"  # trial system attr: {"beat": n, "worker": "host:pid"}
+HEARTBEAT_KEY = "dwsearch:heartbeat"  # trial system attr: {"beat", "worker", "every"}
+# A trial counts as dead after at least this many of its worker's heartbeat intervals without
+# a beat, whatever the watcher's own grace: workers of one study may run with other options.
+GRACE_BEATS = 3
 
 
 def default_worker_id() -> str:
@@ -69,6 +72,44 @@ class WorkerOptions:
     # How this worker is named in the storage: HOST:PID, or $DWSEARCH_WORKER_ID.
     worker_id: str = field(default_factory=lambda: default_worker_id())
 
+    def check(self) -> WorkerOptions:
+        """Refuse options that would fail every trial (one line, before any storage is
+        touched): a device that is not there, a thread count torch refuses, a grace that a
+        live worker's heartbeat cannot meet."""
+        from dwsearch.runtime import resolve_device
+        from dwsearch.train.config import MAX_THREADS
+
+        if not isinstance(self.device, str):
+            raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, found "
+                              f"{self.device!r}")
+        resolve_device(self.device)
+        if self.threads is not None:
+            _check_option(self.threads, "threads", 1, MAX_THREADS, integer=True)
+        _check_option(self.heartbeat, "heartbeat", 0.1, 86400.0)
+        _check_option(self.grace, "grace", 0.1, 7 * 86400.0)
+        _check_option(self.poll, "poll", 0.01, 3600.0)
+        if self.timeout is not None:
+            _check_option(self.timeout, "timeout", 0.0, 10 * 365 * 86400.0)
+        for name in ("data_dir", "weights_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ConfigError(f"{name}: expected a folder path, found {value!r}")
+        if self.grace < GRACE_BEATS * self.heartbeat:
+            raise ConfigError(
+                f"grace {self.grace:g} s: a live worker beats every {self.heartbeat:g} s, so a "
+                f"grace under {GRACE_BEATS} heartbeats ({GRACE_BEATS * self.heartbeat:g} s) "
+                f"would retry trials that are still training; raise --grace or lower "
+                f"--heartbeat")
+        return self
+
+
+def _check_option(value: Any, name: str, low: float, high: float, integer: bool = False
+                  ) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not (low <= value <= high):
+        what = "an integer" if integer else "a number of seconds"
+        raise ConfigError(f"{name}: expected {what} in {low:g}..{high:g}, found {value!r}")
+
 
 @dataclass(frozen=True)
 class TrialEvent:
@@ -89,6 +130,10 @@ class _Infeasible(Exception):
     """A configuration over a constraint, found before training."""
 
 
+class _TakenOver(Exception):
+    """Another worker finished the running trial (it took this worker for dead)."""
+
+
 class _Heartbeat:
     """A thread that bumps a trial's heartbeat counter every ``interval`` seconds."""
 
@@ -99,17 +144,25 @@ class _Heartbeat:
         self._thread = threading.Thread(target=self._run, name="dwsearch-heartbeat",
                                         daemon=True)
         self._beat = 0
+        # Set when the trial was finished by someone else (another worker took it for dead):
+        # training stops at the next epoch and the result is discarded.
+        self.taken_over = threading.Event()
 
     def _write(self) -> None:
         self._beat += 1
-        self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY,
-                                           {"beat": self._beat, "worker": self.worker})
+        self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY, {
+            "beat": self._beat, "worker": self.worker, "every": self.interval})
 
     def _run(self) -> None:
+        import optuna
+
         while not self._stop.wait(self.interval):
             try:
                 self._write()
-            except Exception:  # a finished trial or a storage hiccup: try again next time
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self.taken_over.set()
+                return
+            except Exception:  # a storage hiccup: try again next time
                 continue
 
     def __enter__(self) -> _Heartbeat:
@@ -139,13 +192,19 @@ class _OptunaSuggest:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs. A zombie (ended, not yet reaped by
+    its parent) is dead: its trial will never finish."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): signal 0 is all we know
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
 
 
 def _one_line(err: BaseException) -> str:
@@ -162,6 +221,7 @@ class StudyData:
         self.plan, self.options = plan, options
         self.device = str(resolve_device(options.device))
         self._splits: dict[Any, Any] = {}
+        self._identity: tuple[str, str] | None = None
 
     def config(self) -> DataConfig:
         changes = {"data_dir": self.options.data_dir} if self.options.data_dir else {}
@@ -172,6 +232,13 @@ class StudyData:
         else happens."""
         self.splits(self.plan.space.base)
         return self
+
+    def identity(self) -> tuple[str, str]:
+        """(content checksum, where it came from in words) of the base model's data."""
+        if self._identity is None:
+            splits = self.splits(self.plan.space.base)
+            self._identity = (splits.fingerprint(), splits.source)
+        return self._identity
 
     def splits(self, spec: Any) -> Any:
         from dwsearch.data.tensors import DataSplits, ImageTensors
@@ -232,6 +299,7 @@ class Worker:
     def _loop(self) -> int:
         started = time.monotonic()
         self.data.preload()  # a trial never pays for loading the data
+        check_data(self.handle, *self.data.identity())
         self._recover_local()
         while True:
             if self.options.timeout is not None and (
@@ -253,10 +321,16 @@ class Worker:
         return self.ran
 
     def _pop(self) -> int | None:
+        """Claim the first waiting slot this plan runs (atomically: Optuna's WAITING ->
+        RUNNING). Slots laid out for a larger ``n_trials`` than this run's stay waiting."""
         import optuna
 
         waiting = self.handle.trials(states=(optuna.trial.TrialState.WAITING,))
+        limit = None if self.plan.open_ended else len(self.plan.slots)
         for trial in sorted(waiting, key=lambda t: t.number):
+            slot = trial.user_attrs.get(INFO_KEY, {}).get("slot")
+            if limit is not None and isinstance(slot, int) and slot >= limit:
+                continue
             try:
                 if self.storage.set_trial_state_values(
                         trial._trial_id, state=optuna.trial.TrialState.RUNNING):
@@ -298,10 +372,13 @@ class Worker:
             if seen is None or seen[0] != beat:
                 self._watched[trial.number] = (beat, now)
                 continue
-            if now - seen[1] > self.options.grace:
+            every = beat.get("every") if isinstance(beat, Mapping) else None
+            grace = max(self.options.grace, GRACE_BEATS * every if isinstance(
+                every, (int, float)) else 0.0)
+            if now - seen[1] > grace:
                 worker = trial.user_attrs.get(INFO_KEY, {}).get("worker", "?")
                 self._requeue(trial, "killed", f"its worker {worker} stopped answering (no "
-                                               f"heartbeat for {self.options.grace:g} s)")
+                                               f"heartbeat for {grace:g} s)")
         for number in set(self._watched) - alive:
             del self._watched[number]
         self._recover_local()
@@ -338,40 +415,59 @@ class Worker:
         trial = optuna.trial.Trial(self.study, trial_id)
         info = dict(trial.user_attrs.get(INFO_KEY, {}))
         info.update(worker=self.options.worker_id, status="running")
-        self.storage.set_trial_user_attr(trial_id, INFO_KEY, info)
         started = time.monotonic()
-        with _Heartbeat(self.storage, trial_id, self.options.heartbeat, self.options.worker_id):
+        with _Heartbeat(self.storage, trial_id, self.options.heartbeat,
+                        self.options.worker_id) as heartbeat:
             try:
-                self._execute(trial, info, started)
+                self.storage.set_trial_user_attr(trial_id, INFO_KEY, info)
+                self._execute(trial, info, started, heartbeat)
                 self._bugs_in_a_row = 0
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._taken_over(trial, info, started)
+            except _TakenOver:
+                self._taken_over(trial, info, started)
             except KeyboardInterrupt:
-                self._give_back(trial, info)
+                self._give_back(trial, info, "interrupted", "interrupted by the user (Ctrl-C)")
                 raise
             except DwsearchError as err:  # the configuration cannot run: a located reason
                 self._fail(trial, info, "error", _one_line(err), started)
-            except Exception as err:  # a bug or the machine (out of memory): keep going
+            except Exception as err:  # a bug or the machine (out of memory, a full disk)
                 if "database is locked" in str(err):
                     raise
+                # Not the configuration's fault (as far as anyone can tell): its slot is laid
+                # out again, so the same command on a mended machine still runs it.
                 self._bugs_in_a_row += 1
-                self._fail(trial, info, "error", f"{type(err).__name__}: {_one_line(err)}",
-                           started)
+                self._give_back(trial, info, "error",
+                                f"{type(err).__name__}: {_one_line(err)}")
                 if self._bugs_in_a_row >= 3:
-                    raise StudyError(f"three trials in a row failed unexpectedly; the last: "
-                                     f"{reason(err)}") from err
+                    raise StudyError(f"three trials in a row failed unexpectedly (their slots "
+                                     f"are laid out again); the last: {reason(err)}") from err
 
-    def _give_back(self, trial: Any, info: dict[str, Any]) -> None:
+    def _taken_over(self, trial: Any, info: Mapping[str, Any], started: float) -> None:
+        """Another worker finished this trial for dead (it heard no heartbeat in its grace)
+        and laid its slot out again: this run's result is discarded, the study goes on."""
+        if info.get("weights"):  # this run's own checkpoint: the retry keeps its own
+            Path(str(info["weights"])).unlink(missing_ok=True)
+        self.on_event(TrialEvent(
+            trial.number, "FAIL", "taken over", info.get("config", {}),
+            seconds=time.monotonic() - started,
+            message="another worker took this trial for dead (no heartbeat within its "
+                    "grace) and retried it; this run's result is discarded"))
+
+    def _give_back(self, trial: Any, info: dict[str, Any], status: str, why: str) -> None:
+        """Fail the trial with ``why`` and lay its slot out again (Ctrl-C, or a failure of
+        the machine rather than of the configuration)."""
         import optuna
 
-        why = "interrupted by the user (Ctrl-C)"
         try:
-            self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, f"interrupted: {why}")
+            self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, f"{status}: {why}")
             self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY,
-                                             {**info, "status": "interrupted"})
+                                             {**info, "status": status})
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return
         self._enqueue_retry(trial.number, dict(trial.params), info)
-        self.on_event(TrialEvent(trial.number, "FAIL", "interrupted", info.get("config", {}),
+        self.on_event(TrialEvent(trial.number, "FAIL", status, info.get("config", {}),
                                  message=f"{why}; laid out again"))
 
     def _fail(self, trial: Any, info: dict[str, Any], status: str, why: str,
@@ -386,11 +482,11 @@ class Worker:
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if status in ("infeasible", "error") and info.get("role") == "sample" and (
                 info.get("repeat", 0) == 0):
-            self._replace_sample()
+            self._replace_sample(info.get("slot"))
         self.on_event(TrialEvent(trial.number, "FAIL", status, info.get("config", {}),
                                  seconds=time.monotonic() - started, message=why))
 
-    def _replace_sample(self) -> None:
+    def _replace_sample(self, slot: Any) -> None:
         """A fresh empty slot for a sampled configuration that could not run, so the study
         still trains n_trials; bounded, in case the sampler keeps proposing bad ones."""
         if self.plan.open_ended:
@@ -400,10 +496,11 @@ class Worker:
             return
         self.handle.set_system_attr(REPLACED_KEY, replaced + 1)
         self.study.enqueue_trial({}, user_attrs={INFO_KEY: {
-            "format": 1, "slot": None, "repeat": 0, "role": "sample", "factor": None,
+            "format": 1, "slot": slot, "repeat": 0, "role": "sample", "factor": None,
             "replaces_a_failed_sample": True}})
 
-    def _execute(self, trial: Any, info: dict[str, Any], started: float) -> None:
+    def _execute(self, trial: Any, info: dict[str, Any], started: float,
+                 heartbeat: _Heartbeat) -> None:
         import optuna
 
         from dwsearch.run import train_spec
@@ -440,12 +537,10 @@ class Worker:
         pruned: list[str] = []
         costs: dict[str, Any] = {}  # filled by the check: when costs were known, the MACs
         check = self._constraint_check(costs)
-        pruner = self._pruner(trial, pruned, costs)
+        pruner = self._pruner(trial, pruned, costs, heartbeat)
         weights = None
         if self.config.model.keep_weights:
-            folder = Path(self.options.weights_dir or default_study_dir() /
-                          f"{self.config.name}-weights")
-            weights = (folder / f"{self.config.name}-trial-{trial.number}.pt").resolve()
+            weights = self._weights_path(trial.number)
             info["weights"] = str(weights)
         run_started = time.monotonic()
         try:
@@ -459,6 +554,8 @@ class Worker:
         except _Infeasible as err:
             self._fail(trial, info, "infeasible", str(err), started)
             return
+        if heartbeat.taken_over.is_set():
+            raise _TakenOver
         run_seconds = time.monotonic() - run_started
         total = time.monotonic() - started
         # Overhead: everything but training, validation and the test evaluation: sampling,
@@ -536,6 +633,9 @@ class Worker:
                                      where=f"trial {source.number}")
         info.update(status="completed", reused_from=source.number,
                     trial_seconds=round(time.monotonic() - started, 3))
+        kept = source.user_attrs.get(INFO_KEY, {}).get("weights")
+        if kept:  # the same run: its weights are this trial's too
+            info["weights"] = kept
         self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
         self.storage.set_trial_user_attr(trial._trial_id, RECORD_KEY, record.to_dict())
         self.study.tell(trial, values=list(source.values))
@@ -543,6 +643,18 @@ class Worker:
                                  record.val_accuracy, record.macs,
                                  time.monotonic() - started,
                                  f"same run as trial {source.number}: result reused"))
+
+    def _weights_path(self, number: int) -> Path:
+        """Where trial ``number`` keeps its weights: ``--weights-dir``, else beside the
+        storage. A file of the same name from another storage's study of the same name is
+        never touched: this one then gets the storage's token in its name."""
+        folder = (Path(self.options.weights_dir) if self.options.weights_dir
+                  else weights_folder(self.handle.raw_url or self.handle.url, self.config.name))
+        path = (folder / f"{self.config.name}-trial-{number}.pt").resolve()
+        if path.exists():
+            token = hashlib.sha256(self.handle.url.encode()).hexdigest()[:8]
+            path = path.with_name(f"{self.config.name}-{token}-trial-{number}.pt")
+        return path
 
     # -- pieces of a run --------------------------------------------------------------------
     def _constraint_check(self, known: dict[str, Any]) -> Callable[[Any, Any], None]:
@@ -562,14 +674,16 @@ class Worker:
 
         return check
 
-    def _pruner(self, trial: Any, pruned: list[str], costs: Mapping[str, Any]
-                ) -> Callable[[Any], None]:
+    def _pruner(self, trial: Any, pruned: list[str], costs: Mapping[str, Any],
+                heartbeat: _Heartbeat) -> Callable[[Any], None]:
         from dwsearch.train.loop import StopTraining
 
         section = self.config.pruner
         rule = CostMedian(section, self._peers) if section.name == "cost_median" else None
 
         def callback(metrics: Any) -> None:
+            if heartbeat.taken_over.is_set():
+                raise _TakenOver
             if section.name == "none":
                 return
             if rule is not None:
