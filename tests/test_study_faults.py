@@ -408,3 +408,37 @@ def test_a_zombie_is_dead(tmp_path: Path) -> None:
         child.wait()
     assert _pid_alive(os.getpid())
 
+
+
+def test_a_huge_study_lays_out_its_slots_in_batches(images: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A million slots at ~20 ms each took hours before the first trial; now a batch is
+    laid out at the start and the workers lay out the next ones as they go."""
+    import dwsearch.study.plan
+
+    monkeypatch.setattr(dwsearch.study.plan, "LAYOUT_BATCH", 4)
+    huge = config(images, sampler="random", n_trials=1_000_000)
+    assert lay_out(huge).ran == 0 and len(load_results("t").trials) == 4
+    grid = config(images, name="g", repeats=3,
+                  space={"layers[0,2].block": ["conv", "dwsep"]})
+    outcome = run(grid)
+    assert outcome.states == {"COMPLETE": 6}
+    assert sorted(t.info["slot"] for t in load_results("g").trials) == list(range(6))
+
+
+def test_a_study_where_nothing_fits_stops_and_says_why(
+        images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sampled configuration over the constraints, in an open-ended study (a timeout and
+    no n_trials): workers added failed trials until the timeout, ~14,000 an hour."""
+    import dwsearch.study.worker
+
+    monkeypatch.setattr(dwsearch.study.worker, "INFEASIBLE_STOP", 5)
+    cfg = parse_study_config({**study_dict(images, sampler="random", timeout="1h",
+                                           constraints={"macs": "<= 10"}),
+                              "n_trials": None}, "t.yaml")
+    with pytest.raises(StudyError, match=r"the last 5 sampled configurations were all over "
+                                         r"the constraints .*macs <= 10"):
+        run(cfg)
+    trials = load_results("t").trials
+    assert len(trials) == dwsearch.study.worker.INFEASIBLE_STOP
+    assert {t.info["status"] for t in trials} == {"infeasible"}

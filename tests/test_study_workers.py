@@ -146,9 +146,11 @@ def test_jobs_share_a_journal_file(images: Path, tmp_path: Path, env: dict[str, 
 def _pop_all(plan: object, url: str, barrier: object, out: object) -> None:
     """A worker process as ``--jobs`` starts one (the study opened with ``create=False``),
     popping slots through the worker's own claim until none is left; no training."""
+    import dwsearch.study.plan
     from dwsearch.study.plan import open_study
     from dwsearch.study.worker import Worker, WorkerOptions
 
+    dwsearch.study.plan.LAYOUT_BATCH = 16  # the workers lay out most of the slots themselves
     handle = open_study(plan, url, create=False, worker=f"popper:{os.getpid()}")  # type: ignore[arg-type]
     worker = Worker(plan, handle, WorkerOptions(device="cpu"))  # type: ignore[arg-type]
     claimed = []
@@ -159,19 +161,23 @@ def _pop_all(plan: object, url: str, barrier: object, out: object) -> None:
 
 
 def test_worker_processes_on_one_sqlite_file_never_claim_a_slot_twice(
-        images: Path, tmp_path: Path, env: dict[str, str]) -> None:
+        images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Four processes opened as ``run-study --jobs 4`` opens them pop 120 slots of one SQLite
     file: each slot is claimed exactly once (24 were claimed twice when worker processes
-    opened the file without write-lock-first transactions)."""
+    opened the file without write-lock-first transactions), and each is laid out once,
+    batch by batch, by the worker that claims the slot half-way through the last batch."""
     import multiprocessing
 
+    import dwsearch.study.plan
     from dwsearch.study.config import parse_study_config
     from dwsearch.study.plan import make_plan, open_study
 
     url = f"sqlite:///{tmp_path / 'pop.db'}"
     config = parse_study_config(study_dict(images, sampler="random", n_trials=120), "t.yaml")
     plan = make_plan(config)
+    monkeypatch.setattr(dwsearch.study.plan, "LAYOUT_BATCH", 16)
     open_study(plan, url, create=True)
+    assert len(trial_states(url, "t")) == 16
     context = multiprocessing.get_context("spawn")
     barrier, out = context.Barrier(4), context.Queue()
     processes = [context.Process(target=_pop_all, args=(plan, url, barrier, out))
@@ -183,6 +189,8 @@ def test_worker_processes_on_one_sqlite_file_never_claim_a_slot_twice(
         process.join(timeout=60)
     assert all(p.exitcode == 0 for p in processes)
     assert len(claims) == 120 and sorted(set(claims.values())) == [1], claims.most_common(3)
+    slots = [info["slot"] for _, _, info in trial_states(url, "t")]
+    assert sorted(slots) == list(range(120))
 
 
 # A trial of several seconds: long enough for another worker to watch its heartbeats.

@@ -43,6 +43,7 @@ __all__ = [
     "StudyHandle",
     "check_data",
     "derive_seed",
+    "lay_out_next",
     "make_plan",
     "open_study",
 ]
@@ -55,6 +56,8 @@ PLANNED_KEY = "dwsearch:planned"  # study system attr: slots laid out so far
 REPLACED_KEY = "dwsearch:replaced"  # study system attr: empty slots added for bad samples
 # How long a worker that finds a study being created waits for its slots to be laid out.
 LAYOUT_WAIT_SECONDS = 120.0
+# Slots are laid out this many at a time (each is a storage write of ~20 ms on SQLite).
+LAYOUT_BATCH = 512
 
 
 def derive_seed(study_seed: int, repeat: int, trial_number: int | None = None) -> int:
@@ -398,11 +401,21 @@ def _planned(handle: StudyHandle) -> int:
 
 
 def _lay_out(handle: StudyHandle, plan: Plan) -> None:
-    """Enqueue the slots not laid out yet (all of them for a new study; more when n_trials
-    grew). Change n_trials of a running study with one worker."""
-    study = handle.study
+    """Lay out the first batch of slots of a new study, or, on resume, the slots up to the
+    end of the batch in progress (more when n_trials grew). Later batches are laid out by
+    the workers as they go (:func:`lay_out_next`), so a study of a million trials starts
+    training at once instead of after hours of bookkeeping."""
     planned = _planned(handle)
-    for index, slot in enumerate(plan.slots[planned:], start=planned):
+    upto = max(LAYOUT_BATCH, -(-planned // LAYOUT_BATCH) * LAYOUT_BATCH)
+    lay_out_slots(handle, plan, planned, min(len(plan.slots), upto))
+
+
+def lay_out_slots(handle: StudyHandle, plan: Plan, start: int, stop: int) -> None:
+    """Enqueue slots ``start .. stop-1`` of the plan (WAITING trials) and record how many
+    are laid out."""
+    study = handle.study
+    for index in range(start, stop):
+        slot = plan.slots[index]
         info: dict[str, Any] = {"format": 1, "slot": index, "repeat": slot.repeat,
                                 "role": slot.role, "factor": slot.factor}
         params: dict[str, Any] = {}
@@ -411,5 +424,27 @@ def _lay_out(handle: StudyHandle, plan: Plan) -> None:
             info["config_hash"] = config_hash(slot.config)
             params = dict(slot.config)
         study.enqueue_trial(params, user_attrs={INFO_KEY: info})
-    if len(plan.slots) > planned or handle.system_attr(PLANNED_KEY) is None:
-        handle.set_system_attr(PLANNED_KEY, max(planned, len(plan.slots)))
+    if stop > start or handle.system_attr(PLANNED_KEY) is None:
+        handle.set_system_attr(PLANNED_KEY, max(start, stop))
+
+
+def lay_out_next(handle: StudyHandle, plan: Plan, claimed: Mapping[str, Any] | None) -> None:
+    """Lay out the next batch when a worker has just claimed the slot half-way through the
+    last one. Each slot is claimed by exactly one worker, so exactly one worker lays out
+    each batch, with no lock. ``claimed=None`` is a worker that found nothing left to run
+    while slots remain unlaid (the worker due to lay them out died at that instant)."""
+    if claimed is not None:
+        slot = claimed.get("slot")
+        first_time = claimed.get("retry_of") is None and not claimed.get(
+            "replaces_a_failed_sample") and claimed.get("repeat", 0) == 0
+        if not (isinstance(slot, int) and first_time
+                and slot % LAYOUT_BATCH == LAYOUT_BATCH // 2):
+            return
+        start = (slot // LAYOUT_BATCH + 1) * LAYOUT_BATCH
+    else:
+        start = 0
+    planned = _planned(handle)
+    start = max(start, planned)
+    stop = min(len(plan.slots), -(-(start + 1) // LAYOUT_BATCH) * LAYOUT_BATCH)
+    if start < stop:
+        lay_out_slots(handle, plan, start, stop)

@@ -38,7 +38,14 @@ from typing import Any
 from dwsearch.data.config import DataConfig
 from dwsearch.errors import ConfigError, DwsearchError, StudyError, reason
 from dwsearch.records import RunRecord
-from dwsearch.study.plan import REPLACED_KEY, Plan, StudyHandle, check_data, derive_seed
+from dwsearch.study.plan import (
+    REPLACED_KEY,
+    Plan,
+    StudyHandle,
+    check_data,
+    derive_seed,
+    lay_out_next,
+)
 from dwsearch.study.pruning import CostMedian, prune_reason
 from dwsearch.study.space import config_hash
 from dwsearch.study.storage import ERROR_KEY, INFO_KEY, RECORD_KEY, weights_folder
@@ -49,6 +56,10 @@ HEARTBEAT_KEY = "dwsearch:heartbeat"  # trial system attr: {"beat", "worker", "e
 # A trial counts as dead after at least this many of its worker's heartbeat intervals without
 # a beat, whatever the watcher's own grace: workers of one study may run with other options.
 GRACE_BEATS = 3
+# A worker stops after this many sampled configurations in a row over the constraints: the
+# sampler is not finding anything that fits (an open-ended study would add ~14,000 failed
+# trials an hour).
+INFEASIBLE_STOP = 30
 
 
 def default_worker_id() -> str:
@@ -276,6 +287,8 @@ class Worker:
         self._run_keys: dict[str, Any] = {}  # run key -> the first COMPLETE trial with it
         self._known_complete: set[int] = set()
         self._bugs_in_a_row = 0
+        self._infeasible_in_a_row = 0
+        self._last_infeasible = ""
         self.ran = 0
         needs = {o.metric for o in self.config.objectives} | {c.metric for c in
                                                                 self.config.constraints}
@@ -306,6 +319,9 @@ class Worker:
                     time.monotonic() - started > self.options.timeout):
                 break
             trial_id = self._pop()
+            if trial_id is None and not self.plan.open_ended and not self._others_running():
+                lay_out_next(self.handle, self.plan, None)
+                trial_id = self._pop()
             if trial_id is None and self.plan.open_ended:
                 trial_id = self.storage.create_new_trial(self.handle.study_id)
                 self.storage.set_trial_user_attr(trial_id, INFO_KEY, {
@@ -318,6 +334,12 @@ class Worker:
                 break
             self._run_trial(trial_id)
             self.ran += 1
+            if self._infeasible_in_a_row >= INFEASIBLE_STOP:
+                raise StudyError(
+                    f"{self.config.source}: the last {self._infeasible_in_a_row} sampled "
+                    f"configurations were all over the constraints (the last: "
+                    f"{self._last_infeasible}); the sampler finds nothing that fits: relax "
+                    f"the constraints or narrow the space")
         return self.ran
 
     def _pop(self) -> int | None:
@@ -334,6 +356,7 @@ class Worker:
             try:
                 if self.storage.set_trial_state_values(
                         trial._trial_id, state=optuna.trial.TrialState.RUNNING):
+                    lay_out_next(self.handle, self.plan, trial.user_attrs.get(INFO_KEY, {}))
                     return int(trial._trial_id)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
@@ -475,6 +498,9 @@ class Worker:
         import optuna
 
         info["status"] = status
+        if status == "infeasible" and info.get("role") == "sample":
+            self._infeasible_in_a_row += 1
+            self._last_infeasible = why
         self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
         self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, why)
         if record is not None:
@@ -554,6 +580,7 @@ class Worker:
         except _Infeasible as err:
             self._fail(trial, info, "infeasible", str(err), started)
             return
+        self._infeasible_in_a_row = 0
         if heartbeat.taken_over.is_set():
             raise _TakenOver
         run_seconds = time.monotonic() - run_started
