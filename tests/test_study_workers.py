@@ -96,9 +96,12 @@ def test_three_workers_share_a_postgresql_study_and_survive_a_kill(
     heartbeat, not by its process id."""
     study = write_study(tmp_path / "study.yaml", study_dict(
         images, name="shared", train=SLOW_TRAIN, repeats=3))
+    # A password in the URL (trust authentication ignores it) is never printed or stored.
+    with_password = f"{postgres.replace('postgres@', 'postgres:s3cret@')}?password=s3cret"
     workers = [
-        dwsearch("run-study", str(study), "--storage", postgres, "--quiet", "--heartbeat", "0.5",
-                 "--grace", "4", env={**env, "DWSEARCH_WORKER_ID": f"machine{i}:1"})
+        dwsearch("run-study", str(study), "--storage", with_password, "--quiet",
+                 "--heartbeat", "0.5", "--grace", "4",
+                 env={**env, "DWSEARCH_WORKER_ID": f"machine{i}:1"})
         for i in range(3)
     ]
 
@@ -114,6 +117,7 @@ def test_three_workers_share_a_postgresql_study_and_survive_a_kill(
     for process in workers[1:]:
         code, output = finish(process, timeout=300)
         assert code == 0, output
+        assert "s3cret" not in output and "postgres:***@" in output
     states = trial_states(postgres, "shared")
     complete = [i for _, s, i in states if s == "COMPLETE"]
     failed = [(n, i) for n, s, i in states if s == "FAIL"]
@@ -123,6 +127,12 @@ def test_three_workers_share_a_postgresql_study_and_survive_a_kill(
     assert [n for n, _ in failed] == killed and failed[0][1]["status"] == "killed"
     assert any(i.get("retry_of") == killed[0] for i in complete)
     assert {i["worker"] for i in complete} <= {"machine1:1", "machine2:1", "machine0:1"}
+    import optuna
+
+    stored = optuna.load_study(study_name="shared", storage=postgres)
+    assert "s3cret" not in repr(stored.user_attrs) + repr(stored._storage.get_study_system_attrs(
+        stored._study_id))
+    assert "s3cret" not in repr([t.user_attrs for t in stored.trials])
 
 
 def test_jobs_share_a_journal_file(images: Path, tmp_path: Path, env: dict[str, str]) -> None:

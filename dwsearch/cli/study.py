@@ -77,6 +77,7 @@ def run_study_cmd(
     from dwsearch.study.config import parse_timeout
     from dwsearch.study.runner import describe_plan, load_config, print_event, run_study
     from dwsearch.study.runner import dry_run as plan_only
+    from dwsearch.study.storage import describe_url
     from dwsearch.study.worker import WorkerOptions
 
     if jobs != "auto" and not (jobs.isdigit() and 1 <= int(jobs) <= 256):
@@ -127,7 +128,7 @@ def run_study_cmd(
                    f"running); run the same command to continue", err=True)
     target = study_file if name is None else config.name
     click.echo(f"report: dwsearch report {target}"
-               + (f" --storage '{storage}'" if storage else ""), err=True)
+               + (f" --storage '{describe_url(storage)}'" if storage else ""), err=True)
 
 
 @click.command("schema")
