@@ -103,13 +103,20 @@ def test_ten_thousand_points_are_fast() -> None:
 
 
 @pytest.mark.parametrize(("df", "expected"), [
-    (1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (30, 2.042),
-    (35, 2.030), (50, 2.009), (100, 1.984), (1000, 1.962),
+    # Closed forms: df 1 is the Cauchy quantile tan(pi (p - 1/2)); df 2 is
+    # (2p - 1) / sqrt(2 p (1 - p)); df 4 solves a quartic (Hill, 1970).
+    (1, math.tan(math.pi * 0.475)),
+    (2, 0.95 / math.sqrt(2 * 0.975 * 0.025)),
+    (4, 2.77644511),
+    # Published to 8 digits (NIST/SEMATECH e-Handbook, table 1.3.6.7.2, and R's qt()).
+    (3, 3.18244631), (5, 2.57058184), (9, 2.26215716), (10, 2.22813885),
+    (19, 2.09302405), (29, 2.04522964), (30, 2.04227246), (35, 2.03010793),
+    (50, 2.00855911), (100, 1.98397152), (1000, 1.96233908),
 ])
-def test_t_quantiles_against_published_values(df: int, expected: float) -> None:
-    # Published two-sided 95% values; between table rows interpolation is within 0.002.
-    assert t_quantile_975(df) == pytest.approx(expected, abs=0.002)
-    assert math.isnan(t_quantile_975(0))
+def test_t_quantiles_are_exact(df: int, expected: float) -> None:
+    # The table this replaced gave 4.303 for df 2 (4.302653): a shipped interval was 0.01 off.
+    assert t_quantile_975(df) == pytest.approx(expected, rel=1e-7)
+    assert math.isnan(t_quantile_975(0)) and math.isnan(t_quantile_975(math.nan))
 
 
 def test_mean_and_sample_std() -> None:
@@ -124,8 +131,9 @@ def test_mean_and_sample_std() -> None:
 def test_paired_difference_by_hand() -> None:
     a, b = [0.70, 0.72, 0.71], [0.68, 0.69, 0.70]
     result = paired(a, b)
-    # differences 0.02, 0.03, 0.01: mean 0.02, sd 0.01, half-width 4.303 * 0.01 / sqrt(3)
-    half = 4.303 * 0.01 / math.sqrt(3)
+    # differences 0.02, 0.03, 0.01: mean 0.02, sd 0.01, half-width t(0.975, 2) * 0.01 / sqrt(3)
+    # with t(0.975, 2) = 0.95 / sqrt(2 * 0.975 * 0.025) = 4.302653 (closed form for df 2)
+    half = 0.95 / math.sqrt(2 * 0.975 * 0.025) * 0.01 / math.sqrt(3)
     assert result.n == 3
     assert result.mean == pytest.approx(0.02)
     assert result.sd == pytest.approx(0.01)
