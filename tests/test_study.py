@@ -136,6 +136,7 @@ def test_grid_study_runs_stores_records_and_resumes(images: Path, tmp_path: Path
     # A plain Optuna study: the dashboard and load_study open it.
     study = optuna.load_study(study_name="t", storage=url)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["val_accuracy", "macs"]  # named in optuna-dashboard
     results = load_results("t")
     by_config: dict[str, list[Any]] = {}
     for trial in results.trials:

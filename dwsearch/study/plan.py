@@ -355,6 +355,8 @@ def open_study(plan: Plan, storage: str | None, *, create: bool = True,
         created = False
     if created:
         study.set_user_attr(STUDY_KEY, meta)
+        # Named objectives for Optuna's own tools (optuna-dashboard showed "Objective 0..3").
+        study.set_metric_names([o.metric for o in plan.config.objectives])
     else:
         stored = _stored_meta(study)
         if not isinstance(stored, Mapping) or "config" not in stored:
