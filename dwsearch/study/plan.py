@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -356,7 +357,9 @@ def open_study(plan: Plan, storage: str | None, *, create: bool = True,
     if created:
         study.set_user_attr(STUDY_KEY, meta)
         # Named objectives for Optuna's own tools (optuna-dashboard showed "Objective 0..3").
-        study.set_metric_names([o.metric for o in plan.config.objectives])
+        with warnings.catch_warnings():  # "experimental since 3.2": stable in use since
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in plan.config.objectives])
     else:
         stored = _stored_meta(study)
         if not isinstance(stored, Mapping) or "config" not in stored:
