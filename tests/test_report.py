@@ -245,6 +245,95 @@ def test_seed_claims_in_the_baseline_report(studies: dict[str, Made]) -> None:
     assert "4.61 vs 3.58 MiB saved for backward per sample" in section
 
 
+# -- what comes from the study file, the storage or the user ---------------------------------
+
+HOSTILE = ("<script>alert(1)</script><img src=x onerror=alert(2)> a|b `tick` **bold** "
+           "[link](javascript:alert(3)) ~~struck~~ $x$ &lt;i&gt; _em_\n# heading\r\n| x |")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Made:
+    """A study whose description, spec names, choices, source path, hosts, device names and
+    error messages are HTML, Markdown marks and line breaks."""
+    root = tmp_path_factory.mktemp("hostile")
+    base = {**synthetic.seed_spec("seed_cnn"), "name": "net " + HOSTILE}
+    dwsep = {**synthetic.seed_spec("seed_dwsep"), "name": "dw " + HOSTILE}
+    changes = {"host": "host " + HOSTILE, "device_name": "cpu " + HOSTILE}
+    trials = [
+        synthetic.Trial({}, base, 0, 0, "base", record_changes=changes),
+        synthetic.Trial({"model": "dw"}, dwsep, 0, 0, "grid", record_changes=changes),
+        synthetic.Trial({"layers[0].block": "dwsep " + HOSTILE},
+                        synthetic.apply_config(base, {"layers[0].block": "dwsep"}), 0, 0, "grid",
+                        record_changes=changes),
+        synthetic.Trial({"layers[0].block": "x " + HOSTILE}, dwsep, 0, 1, "grid",
+                        status="error", error="RuntimeError: " + HOSTILE),
+    ]
+    url = f"sqlite:///{root / 'hostile.db'}"
+    name = synthetic.write_study(
+        url, {"name": "hostile", "description": "about " + HOSTILE, "base": "seed_cnn",
+              "sampler": "grid", "space": {"model": ["seed_cnn", "dw"]}},
+        trials, base_name=base["name"], base_spec=base, baselines=[base, dwsep],
+        source=f"studies/{HOSTILE}.yaml")
+    return Made(url, name, root / "report", detail=8)
+
+
+def _active(line: str) -> str:
+    """What of a Markdown line GitHub reads as markup: code spans and backslash-escaped
+    characters become '·' (CommonMark's rules, one line)."""
+    out, i = [], 0
+    while i < len(line):
+        if line[i] == "\\" and i + 1 < len(line) and not line[i + 1].isalnum() \
+                and line[i + 1].isascii() and not line[i + 1].isspace():
+            out.append("·")
+            i += 2
+        elif line[i] == "`":
+            run = re.match(r"`+", line[i:])
+            assert run is not None
+            close = re.compile(rf"(?<!`){run[0]}(?!`)").search(line, i + len(run[0]))
+            out.append("·" if close else run[0])
+            i = close.end() if close else i + len(run[0])
+        else:
+            out.append(line[i])
+            i += 1
+    return "".join(out)
+
+
+def test_markdown_shows_hostile_strings_as_text(hostile: Made) -> None:
+    markdown = hostile.markdown
+    for piece in ("about ", "net ", "dw ", "dwsep ", "host ", "cpu ", "RuntimeError: "):
+        assert f"{piece}\\<script>alert(1)\\</script>\\<img src=x onerror=alert(2)>" in markdown, piece
+    assert "a\\|b \\`tick\\` \\*\\*bold\\*\\* [link\\](javascript:alert(3)) \\~\\~struck\\~\\~ \\$x\\$ " \
+           "\\&lt;i\\&gt; \\_em\\_ # heading \\| x \\|" in markdown  # line breaks as spaces
+    table: list[int] = []
+    for line in markdown.splitlines():
+        active = _active(re.sub(r"^<sub>|</sub>$", "", line))
+        assert "<" not in active, line  # no HTML
+        assert "](" not in active or re.fullmatch(r"!\[[^\[\]]*\]\(\w+\.png\)", active), line
+        assert active.count("~") < 2 and active.count("$") < 2, line  # no strikethrough, math
+        assert not re.search(r"(?<![*])\*(?![*\s])[^*]*(?<![\s*])\*(?![*])", active.strip("*")), line
+        assert not re.search(r"(^|\W)_\w", active), line  # no emphasis
+        assert not line.startswith(("# heading", "| x |")), line
+        if line.startswith("|"):  # a table row: as many cells as its header
+            table.append(active.count("|"))
+            assert table[-1] == table[0], line
+        else:
+            table = []
+    # Numbers and the report's own marks are as they were
+    assert re.search(r"Best configuration by mean validation accuracy: \*\*net .*\(base\)\*\*, "
+                     r"validation \d+\.\d\d%, test \d+\.\d\d% over 1 seed\(s\), 18\.44 M parameters",
+                     markdown)
+    assert "| 1 | 1 | 67." in markdown or re.search(r"\| 1 \| dw .* \| 1 \| \d+\.\d\d% \|", markdown)
+
+
+def test_page_shows_hostile_strings_as_text(hostile: Made) -> None:
+    page = hostile.html
+    assert "<script" not in page.lower() and "onerror=alert(2)>" not in page
+    assert re.findall(r"<img [^>]*>", page) == re.findall(r'<img src="data:image/png;base64,'
+                                                          r'[^"]+" alt="[^"<>]*">', page)
+    assert "about &lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "<strong>bold</strong>" not in page and "**bold**" in page
+
+
 # -- claims: the rules, on hand-made numbers --------------------------------------------------
 
 
