@@ -178,14 +178,86 @@ def test_report_files(studies: dict[str, Made], kind: str) -> None:
             assert image.format == "PNG" and image.width >= 600
 
 
-def test_stale_figures_are_removed(studies: dict[str, Made], tmp_path: Path) -> None:
-    made = studies["baseline"]
-    stale = tmp_path / "diagram_999.png"
-    stale.write_bytes(b"old")
-    keep = tmp_path / "mine.png"
-    keep.write_bytes(b"not the report's")
-    make_report(made.results, tmp_path)
-    assert not stale.exists() and keep.exists()
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every entry of ``folder`` (recursively) with its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(folder.rglob("*"))}
+
+
+def _user_files(folder: Path) -> dict[str, bytes]:
+    """Files a user put in a folder: names a report could have written among them."""
+    files = {"README.md": b"# My notes\n", "trials.csv": b"mine,1\n",
+             "pareto_mine.png": b"\x89PNG user figure", "layers_3.png": b"\x89PNG user layers",
+             "notes/keep.txt": b"keep me"}
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return files
+
+
+def test_a_folder_with_other_files_is_refused(studies: dict[str, Made], tmp_path: Path) -> None:
+    _user_files(tmp_path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ReportError, match=re.escape(
+            f"{tmp_path}: not empty and not an earlier report of study 'synthetic-baseline' "
+            f"(it holds README.md, layers_3.png, notes, pareto_mine.png and 1 more); a report is "
+            f"written into a new or empty folder or over an earlier report of the same study")):
+        make_report(studies["baseline"].results, tmp_path)
+    assert _snapshot(tmp_path) == before  # every byte, and nothing added
+
+
+def test_a_report_of_another_study_is_not_replaced(studies: dict[str, Made],
+                                                   tmp_path: Path) -> None:
+    # With a manifest: the baseline's report folder
+    folder = studies["baseline"].paths.folder
+    before = _snapshot(folder)
+    with pytest.raises(ReportError, match=r"holds the report of study 'synthetic-baseline' "
+                                          r"\(dwsearch-report.json\), not of 'synthetic-ablation'"):
+        make_report(studies["ablation"].results, folder)
+    assert _snapshot(folder) == before
+    # Without one (a report made before manifests): its README and page name another study
+    (tmp_path / "README.md").write_text(studies["baseline"].markdown)
+    (tmp_path / "index.html").write_text(studies["baseline"].html)
+    (tmp_path / "diagram_0.png").write_bytes(b"old")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ReportError, match="not an earlier report of study 'synthetic-ablation'"):
+        make_report(studies["ablation"].results, tmp_path)
+    assert _snapshot(tmp_path) == before
+    # A manifest that is not one
+    (tmp_path / "dwsearch-report.json").write_text('{"files": ["../../x"]}')
+    with pytest.raises(ReportError, match=r"dwsearch-report.json: not a dwsearch report manifest"):
+        make_report(studies["ablation"].results, tmp_path)
+
+
+def test_regenerating_removes_only_its_own_stale_figures(studies: dict[str, Made],
+                                                          tmp_path: Path) -> None:
+    results = studies["search"].results
+    first = make_report(results, tmp_path, detail=1)
+    manifest = json.loads((tmp_path / "dwsearch-report.json").read_text())
+    assert manifest["study"] == "synthetic-search" and manifest["storage"] == results.storage
+    assert set(manifest["files"]) == {p.name for p in (
+        *first.images, first.html, first.markdown, first.trials_csv, first.configs_csv)}
+    # The user's files beside the report, one of them named like a report figure
+    mine = {"mine.png": b"a user's figure", "diagram_999.png": b"not the report's",
+            "notes.txt": b"keep"}
+    for name, data in mine.items():
+        (tmp_path / name).write_bytes(data)
+    second = make_report(results, tmp_path, detail=0)  # fewer models shown: fewer figures
+    stale = {p.name for p in first.images} - {p.name for p in second.images}
+    assert stale and {p.name for p in second.removed} == stale
+    assert not any((tmp_path / name).exists() for name in stale)
+    assert all((tmp_path / name).read_bytes() == data for name, data in mine.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        {*mine, "dwsearch-report.json", *json.loads(
+            (tmp_path / "dwsearch-report.json").read_text())["files"]})
+    # A user's file where the next report would write a figure: refused, nothing written
+    clash = tmp_path / sorted(stale)[0]
+    clash.write_bytes(b"the user's now")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ReportError, match=re.escape(
+            f"{clash}: exists and is not a file of an earlier report of this study")):
+        make_report(results, tmp_path, detail=1)
+    assert _snapshot(tmp_path) == before
 
 
 # -- the page ---------------------------------------------------------------------------------

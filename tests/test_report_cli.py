@@ -3,7 +3,9 @@ every mistake a user can make."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,9 @@ TINY = {"name": "tiny", "input": [3, 8, 8], "num_classes": 10, "layers": [
     {"block": "flatten"},
     {"block": "linear", "out_features": 10},
 ]}
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -121,6 +126,59 @@ def test_report_from_a_study_file(default_dir: Path, tmp_path: Path) -> None:
     code, out = run("report", str(study), "--out", str(tmp_path / "out"))
     assert code == 0, out
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_report_refuses_a_folder_of_other_files(default_dir: Path, tmp_path: Path) -> None:
+    """The folder users reported: README.md and trials.csv were replaced, pareto_mine.png and
+    layers_3.png deleted. Now: one line, exit 1, every byte as it was."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in ("README.md", "trials.csv", "pareto_mine.png", "layers_3.png"):
+        (out / name).write_bytes(f"the user's {name}\n".encode())
+    before = _snapshot(out)
+    code, output = run("report", "synthetic-baseline", "--out", str(out))
+    assert code == 1, output
+    assert output == (
+        f"Error: {out}: not empty and not an earlier report of study 'synthetic-baseline' (it "
+        f"holds README.md, layers_3.png, pareto_mine.png, trials.csv); a report is written into "
+        f"a new or empty folder or over an earlier report of the same study: name another "
+        f"--out, or empty this folder\n")
+    assert _snapshot(out) == before
+
+
+def test_an_old_report_regenerates_keeping_the_users_files(tmp_path: Path) -> None:
+    """A committed example report (made before report folders had a manifest), with a user's
+    files beside it: regenerated with fewer models in detail, it replaces its own files,
+    removes only the figures its old README.md linked and no longer needs, and keeps the
+    rest (the study's storage, the user's files, even one named like a report figure)."""
+    folder = tmp_path / "hybrid-cpu2k"
+    shutil.copytree(REPO / "reports" / "hybrid-cpu2k", folder)
+    old_readme = (folder / "README.md").read_text()
+    old_figures = set(re.findall(r"\]\((\w+\.png)\)", old_readme))
+    mine = {"notes.txt": b"mine", "pareto_mine.png": b"a user's figure",
+            "layers_3.png": b"a user's, named like a report figure"}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+    untouched = {n: (folder / n).read_bytes() for n in ("study.db", *mine)}
+    code, output = run("report", "hybrid-cpu2k", "--storage",
+                       f"sqlite:///{folder / 'study.db'}", "--out", str(folder), "--detail", "1")
+    assert code == 0, output
+    new_figures = set(re.findall(r"\]\((\w+\.png)\)", (folder / "README.md").read_text()))
+    gone = old_figures - new_figures
+    assert gone and f"{len(gone)} old figure(s) removed" in output
+    assert {p.name for p in folder.iterdir()} == (
+        {*untouched, *new_figures, "index.html", "README.md", "trials.csv",
+         "configurations.csv", "dwsearch-report.json"})
+    assert all((folder / n).read_bytes() == data for n, data in untouched.items())
+    manifest = json.loads((folder / "dwsearch-report.json").read_text())
+    assert manifest["study"] == "hybrid-cpu2k"
+    assert set(manifest["files"]) == {*new_figures, "index.html", "README.md", "trials.csv",
+                                      "configurations.csv"}
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -50,8 +50,9 @@ def report(study: str | None, storage: str | None, out: Path | None, detail: int
     for trial in results.trials:
         states[trial.state] = states.get(trial.state, 0) + 1
     summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
+    removed = f"; {len(paths.removed)} old figure(s) removed" if paths.removed else ""
     click.echo(f"{paths.html}  ({len(results.trials):,} trials: {summary or 'none'}; "
-               f"{len(paths.images)} figures; {paths.seconds:.1f} s)")
+               f"{len(paths.images)} figures{removed}; {paths.seconds:.1f} s)")
 
 
 def _list(storage: str | None) -> None:
