@@ -11,6 +11,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -404,6 +405,25 @@ def test_page_shows_hostile_strings_as_text(hostile: Made) -> None:
                                                           r'[^"]+" alt="[^"<>]*">', page)
     assert "about &lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;" in page
     assert "<strong>bold</strong>" not in page and "**bold**" in page
+
+
+def test_no_password_reaches_a_report_file(studies: dict[str, Made], tmp_path: Path) -> None:
+    """A storage URL with a password, in either form, as the storage, inside the stored study
+    file and inside an error message: masked in every file the report writes."""
+    made = studies["search"]
+    url = "postgresql://dw:hunter2@db.example:5432/studies?sslmode=require&password=hunter2"
+    meta = {**made.results.meta, "config": {**made.results.config, "storage": url}}
+    trials = tuple(replace(t, error=f"StudyError: storage {url}: cannot open")
+                   if t.error else t for t in made.results.trials)
+    results = replace(made.results, storage=url, meta=meta, trials=trials)
+    paths = make_report(results, tmp_path, detail=1)
+    masked = "postgresql://dw:***@db.example:5432/studies?sslmode=require&password=***"
+    assert f"stored in `{masked}`" in paths.markdown.read_text()
+    assert f"--storage '{masked}'" in paths.markdown.read_text()
+    assert masked in paths.trials_csv.read_text()
+    assert json.loads((tmp_path / "dwsearch-report.json").read_text())["storage"] == masked
+    for path in tmp_path.rglob("*"):
+        assert b"hunter2" not in path.read_bytes(), path
 
 
 # -- claims: the rules, on hand-made numbers --------------------------------------------------

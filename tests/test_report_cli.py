@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import synthetic_study as synthetic
 import torch
 from click.testing import CliRunner
+from pg import postgres_server
 from PIL import Image
 
 from dwsearch.cli import main
@@ -365,3 +367,45 @@ def test_report_detail_sets_the_models_drawn(default_dir: Path, tmp_path: Path) 
     assert "--detail 0" in (tmp_path / "s" / "README.md").read_text()
     code, out = run("report", "synthetic-search", "--detail", "-1")
     assert code == 2 and "-1" in out
+
+
+# -- credentials ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_study() -> Iterator[tuple[str, str]]:
+    """The synthetic baseline study in a private PostgreSQL server (trust authentication:
+    any password is accepted); yields its URL with the password in each form."""
+    with postgres_server() as url:
+        userinfo = url.replace("://postgres@", "://postgres:hunter2@")
+        query = f"{url}?application_name=dwsearch&password=hunter2"
+        synthetic.baseline_study(userinfo)
+        yield userinfo, query
+
+
+def test_no_password_in_report_output_or_files(postgres_study: tuple[str, str],
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL password in the storage URL, as user:password@ or as ?password=, given on
+    the command line or in the study file: in no file of the report and in nothing printed."""
+    userinfo, query = postgres_study
+    monkeypatch.chdir(tmp_path)
+    Path("baseline.yaml").write_text(
+        "name: synthetic-baseline\nbase: seed_cnn\nsampler: grid\nrepeats: 3\n"
+        f"storage: {query}\nspace:\n  model: [seed_cnn, seed_dwsep]\n")
+    for args, code in [(("synthetic-baseline", "--storage", userinfo, "--out", "a"), 0),
+                       (("synthetic-baseline", "--storage", query, "--out", "b"), 0),
+                       (("baseline.yaml", "--out", "c"), 0),
+                       (("--storage", query), 0),  # the list of studies
+                       (("nope", "--storage", query), 1)]:  # an error naming the storage
+        result = CliRunner().invoke(main, ["report", *args])
+        assert result.exit_code == code, result.output
+        assert "hunter2" not in result.output + result.stderr, args
+        if args[-1] not in ("a", "b", "c"):
+            assert "application_name=dwsearch&password=***" in result.output, result.output
+    assert "postgres:***@" in Path("a/index.html").read_text()
+    assert "password=***" in Path("b/README.md").read_text()
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) > 30
+    for path in written:
+        assert b"hunter2" not in path.read_bytes() or path.name == "baseline.yaml", path

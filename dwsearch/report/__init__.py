@@ -24,11 +24,14 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dwsearch.errors import ReportError, StudyError, reason
 from dwsearch.study.results import StudyResults
 from dwsearch.urls import mask_url
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["DEFAULT_DETAIL", "MANIFEST", "ReportPaths", "make_report", "open_study",
            "study_name_and_storage"]
@@ -101,7 +104,8 @@ def open_study(study: str, storage: str | None = None) -> StudyResults:
 
 
 def default_command(results: StudyResults, out_dir: Path) -> str:
-    return f"dwsearch report {results.name} --storage '{results.storage}' --out {out_dir}"
+    return (f"dwsearch report {results.name} --storage '{mask_url(results.storage)}' "
+            f"--out {out_dir}")
 
 
 def _write(path: Path, data: bytes | str) -> None:
@@ -220,6 +224,22 @@ def _write_manifest(folder: Path, results: StudyResults, files: Iterable[str]) -
     return path
 
 
+def _masked(frame: pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame for a CSV file with every password in a URL masked (error messages can
+    quote a storage URL)."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if is_numeric_dtype(values) or is_bool_dtype(values):
+            continue
+        texts = values.map(lambda v: isinstance(v, str) and ("://" in v or "=" in v))
+        if texts.any():
+            frame.loc[texts, column] = values[texts].map(mask_url)
+    return frame
+
+
 def make_report(results: StudyResults, out_dir: str | Path, *,
                 command: str | None = None, detail: int = DEFAULT_DETAIL) -> ReportPaths:
     """Write the report of ``results`` into ``out_dir`` (created if needed).
@@ -273,8 +293,8 @@ def make_report(results: StudyResults, out_dir: str | Path, *,
     _write_manifest(folder, results, [*earlier, *files])
     for image, path in zip(doc.images(), paths.images, strict=True):
         _write(path, image.png)
-    _write(paths.trials_csv, frames.trials.to_csv(index=False))
-    _write(paths.configs_csv, frames.configs.to_csv(index=False))
+    _write(paths.trials_csv, _masked(frames.trials).to_csv(index=False))
+    _write(paths.configs_csv, _masked(frames.configs).to_csv(index=False))
     _write(paths.markdown, render_markdown(doc))
     _write(paths.html, render_html(doc))
     removed = []
