@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -303,6 +304,16 @@ def test_export_checkpoint_with_kept_weights(weights_study: tuple[str, str, Path
         assert torch.equal(value, kept[key]), key
     code, out = run("export", name, "--storage", url, "--trial", "2", "--format", "checkpoint")
     assert code == 1 and "kept no weights" in out
+
+
+def test_an_exported_checkpoint_names_its_storage_without_the_password(
+        weights_study: tuple[str, str, Path], tmp_path: Path) -> None:
+    name, url, _ = weights_study
+    results = replace(load_results(name, url),
+                      storage="postgresql://u:hunter2@h/db?password=hunter2")
+    export_trial(results, 0, "checkpoint", tmp_path / "m.pt")
+    source = torch.load(tmp_path / "m.pt", weights_only=True)["source"]
+    assert source["storage"] == "postgresql://u:***@h/db?password=***"
 
 
 def test_export_checkpoint_refuses_weights_that_do_not_fit(tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def _listing(names: Collection[str], limit: int = 4) -> str:
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+def _read_manifest(folder: Path) -> dict[str, Any]:
     """The folder's manifest as written by :func:`make_report`; :class:`ReportError` when it
     is not one (unreadable, not JSON, a field missing or of the wrong kind)."""
     path = folder / MANIFEST
@@ -196,7 +196,7 @@ def _earlier_report(folder: Path, study: str) -> set[str]:
     if not names:
         return set()
     if MANIFEST in names:
-        manifest = read_manifest(folder)
+        manifest = _read_manifest(folder)
         if manifest["study"] != study:
             raise ReportError(
                 f"{folder}: holds the report of study {manifest['study']!r} ({MANIFEST}), not "
