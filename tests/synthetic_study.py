@@ -268,6 +268,7 @@ class Trial:
     name: str | None = None
     extra_info: dict[str, Any] = field(default_factory=dict)
     record: RunRecord | None = None  # a real run's record, stored instead of a made-up one
+    record_changes: dict[str, Any] = field(default_factory=dict)  # fields of the made-up record
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -373,6 +374,7 @@ def write_study(
                                  stop_after=t.stop_after if t.status == "pruned" else None,
                                  diverge_at=2 if t.status == "diverged" else None,
                                  latency=bool(config["latency"]), name=t.name)
+            record = replace(record, **t.record_changes)
         else:
             record = None
         if record is not None:

@@ -11,6 +11,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -178,14 +179,86 @@ def test_report_files(studies: dict[str, Made], kind: str) -> None:
             assert image.format == "PNG" and image.width >= 600
 
 
-def test_stale_figures_are_removed(studies: dict[str, Made], tmp_path: Path) -> None:
-    made = studies["baseline"]
-    stale = tmp_path / "diagram_999.png"
-    stale.write_bytes(b"old")
-    keep = tmp_path / "mine.png"
-    keep.write_bytes(b"not the report's")
-    make_report(made.results, tmp_path)
-    assert not stale.exists() and keep.exists()
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every entry of ``folder`` (recursively) with its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(folder.rglob("*"))}
+
+
+def _user_files(folder: Path) -> dict[str, bytes]:
+    """Files a user put in a folder: names a report could have written among them."""
+    files = {"README.md": b"# My notes\n", "trials.csv": b"mine,1\n",
+             "pareto_mine.png": b"\x89PNG user figure", "layers_3.png": b"\x89PNG user layers",
+             "notes/keep.txt": b"keep me"}
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return files
+
+
+def test_a_folder_with_other_files_is_refused(studies: dict[str, Made], tmp_path: Path) -> None:
+    _user_files(tmp_path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ReportError, match=re.escape(
+            f"{tmp_path}: not empty and not an earlier report of study 'synthetic-baseline' "
+            f"(it holds README.md, layers_3.png, notes, pareto_mine.png and 1 more); a report is "
+            f"written into a new or empty folder or over an earlier report of the same study")):
+        make_report(studies["baseline"].results, tmp_path)
+    assert _snapshot(tmp_path) == before  # every byte, and nothing added
+
+
+def test_a_report_of_another_study_is_not_replaced(studies: dict[str, Made],
+                                                   tmp_path: Path) -> None:
+    # With a manifest: the baseline's report folder
+    folder = studies["baseline"].paths.folder
+    before = _snapshot(folder)
+    with pytest.raises(ReportError, match=r"holds the report of study 'synthetic-baseline' "
+                                          r"\(dwsearch-report.json\), not of 'synthetic-ablation'"):
+        make_report(studies["ablation"].results, folder)
+    assert _snapshot(folder) == before
+    # Without one (a report made before manifests): its README and page name another study
+    (tmp_path / "README.md").write_text(studies["baseline"].markdown)
+    (tmp_path / "index.html").write_text(studies["baseline"].html)
+    (tmp_path / "diagram_0.png").write_bytes(b"old")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ReportError, match="not an earlier report of study 'synthetic-ablation'"):
+        make_report(studies["ablation"].results, tmp_path)
+    assert _snapshot(tmp_path) == before
+    # A manifest that is not one
+    (tmp_path / "dwsearch-report.json").write_text('{"files": ["../../x"]}')
+    with pytest.raises(ReportError, match=r"dwsearch-report.json: not a dwsearch report manifest"):
+        make_report(studies["ablation"].results, tmp_path)
+
+
+def test_regenerating_removes_only_its_own_stale_figures(studies: dict[str, Made],
+                                                          tmp_path: Path) -> None:
+    results = studies["search"].results
+    first = make_report(results, tmp_path, detail=1)
+    manifest = json.loads((tmp_path / "dwsearch-report.json").read_text())
+    assert manifest["study"] == "synthetic-search" and manifest["storage"] == results.storage
+    assert set(manifest["files"]) == {p.name for p in (
+        *first.images, first.html, first.markdown, first.trials_csv, first.configs_csv)}
+    # The user's files beside the report, one of them named like a report figure
+    mine = {"mine.png": b"a user's figure", "diagram_999.png": b"not the report's",
+            "notes.txt": b"keep"}
+    for name, data in mine.items():
+        (tmp_path / name).write_bytes(data)
+    second = make_report(results, tmp_path, detail=0)  # fewer models shown: fewer figures
+    stale = {p.name for p in first.images} - {p.name for p in second.images}
+    assert stale and {p.name for p in second.removed} == stale
+    assert not any((tmp_path / name).exists() for name in stale)
+    assert all((tmp_path / name).read_bytes() == data for name, data in mine.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        {*mine, "dwsearch-report.json", *json.loads(
+            (tmp_path / "dwsearch-report.json").read_text())["files"]})
+    # A user's file where the next report would write a figure: refused, nothing written
+    clash = tmp_path / sorted(stale)[0]
+    clash.write_bytes(b"the user's now")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ReportError, match=re.escape(
+            f"{clash}: exists and is not a file of an earlier report of this study")):
+        make_report(results, tmp_path, detail=1)
+    assert _snapshot(tmp_path) == before
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -243,6 +316,116 @@ def test_seed_claims_in_the_baseline_report(studies: dict[str, Made]) -> None:
     assert "1.44x (490,345,472 / 339,905,536 MACs" in section
     assert "| not confirmed |" in rows["Depthwise CNN uses less memory"]  # 4.61 vs 3.58 MiB
     assert "4.61 vs 3.58 MiB saved for backward per sample" in section
+
+
+# -- what comes from the study file, the storage or the user ---------------------------------
+
+HOSTILE = ("<script>alert(1)</script><img src=x onerror=alert(2)> a|b `tick` **bold** "
+           "[link](javascript:alert(3)) ~~struck~~ $x$ &lt;i&gt; _em_\n# heading\r\n| x | $\\frac{$")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Made:
+    """A study whose description, spec names, choices, source path, hosts, device names and
+    error messages are HTML, Markdown marks, line breaks and a formula matplotlib cannot
+    parse."""
+    root = tmp_path_factory.mktemp("hostile")
+    base = {**synthetic.seed_spec("seed_cnn"), "name": "net " + HOSTILE}
+    dwsep = {**synthetic.seed_spec("seed_dwsep"), "name": "dw " + HOSTILE}
+    changes = {"host": "host " + HOSTILE, "device_name": "cpu " + HOSTILE}
+    trials = [
+        synthetic.Trial({}, base, 0, 0, "base", record_changes=changes),
+        synthetic.Trial({"model": "dw"}, dwsep, 0, 0, "grid", record_changes=changes),
+        synthetic.Trial({"layers[0].block": "dwsep " + HOSTILE},
+                        synthetic.apply_config(base, {"layers[0].block": "dwsep"}), 0, 0, "grid",
+                        record_changes=changes),
+        synthetic.Trial({"layers[0].block": "x " + HOSTILE}, dwsep, 0, 1, "grid",
+                        status="error", error="RuntimeError: " + HOSTILE),
+    ]
+    url = f"sqlite:///{root / 'hostile.db'}"
+    name = synthetic.write_study(
+        url, {"name": "hostile", "description": "about " + HOSTILE, "base": "seed_cnn",
+              "sampler": "grid", "space": {"model": ["seed_cnn", "dw"]}},
+        trials, base_name=base["name"], base_spec=base, baselines=[base, dwsep],
+        source=f"studies/{HOSTILE}.yaml")
+    return Made(url, name, root / "report", detail=8)
+
+
+def _active(line: str) -> str:
+    """What of a Markdown line GitHub reads as markup: code spans and backslash-escaped
+    characters become '·' (CommonMark's rules, one line)."""
+    out, i = [], 0
+    while i < len(line):
+        if line[i] == "\\" and i + 1 < len(line) and not line[i + 1].isalnum() \
+                and line[i + 1].isascii() and not line[i + 1].isspace():
+            out.append("·")
+            i += 2
+        elif line[i] == "`":
+            run = re.match(r"`+", line[i:])
+            assert run is not None
+            close = re.compile(rf"(?<!`){run[0]}(?!`)").search(line, i + len(run[0]))
+            out.append("·" if close else run[0])
+            i = close.end() if close else i + len(run[0])
+        else:
+            out.append(line[i])
+            i += 1
+    return "".join(out)
+
+
+def test_markdown_shows_hostile_strings_as_text(hostile: Made) -> None:
+    markdown = hostile.markdown
+    for piece in ("about ", "net ", "dw ", "dwsep ", "host ", "cpu ", "RuntimeError: "):
+        assert f"{piece}\\<script>alert(1)\\</script>\\<img src=x onerror=alert(2)>" in markdown, piece
+    assert "a\\|b \\`tick\\` \\*\\*bold\\*\\* [link\\](javascript:alert(3)) \\~\\~struck\\~\\~ \\$x\\$ " \
+           "\\&lt;i\\&gt; \\_em\\_ # heading \\| x \\| \\$\\\\frac{\\$" in markdown  # line breaks: spaces
+    table: list[int] = []
+    for line in markdown.splitlines():
+        active = _active(re.sub(r"^<sub>|</sub>$", "", line))
+        assert "<" not in active, line  # no HTML
+        assert "](" not in active or re.fullmatch(r"!\[[^\[\]]*\]\(\w+\.png\)", active), line
+        assert active.count("~") < 2 and active.count("$") < 2, line  # no strikethrough, math
+        assert not re.search(r"(?<![*])\*(?![*\s])[^*]*(?<![\s*])\*(?![*])", active.strip("*")), line
+        assert not re.search(r"(^|\W)_\w", active), line  # no emphasis
+        assert not line.startswith(("# heading", "| x |")), line
+        if line.startswith("|"):  # a table row: as many cells as its header
+            table.append(active.count("|"))
+            assert table[-1] == table[0], line
+        else:
+            table = []
+    # Numbers and the report's own marks are as they were
+    assert re.search(r"Best configuration by mean validation accuracy: \*\*.+\*\*, validation "
+                     r"\d+\.\d\d%, test \d+\.\d\d% over 1 seed\(s\), \d+\.\d\d M parameters, "
+                     r"\d+\.\d\d M MACs\.", markdown)
+    assert re.search(r"\n\| 0 \| net .+ \(base\) \| 1 \| \d+\.\d\d% \| \d+\.\d\d% \| "
+                     r"\d+\.\d\d M \| \d+\.\d\d M \| \d+\.\d\d \| \d+\.\d+ \| 0 \|", markdown)
+
+
+def test_page_shows_hostile_strings_as_text(hostile: Made) -> None:
+    page = hostile.html
+    assert "<script" not in page.lower() and "onerror=alert(2)>" not in page
+    assert re.findall(r"<img [^>]*>", page) == re.findall(r'<img src="data:image/png;base64,'
+                                                          r'[^"]+" alt="[^"<>]*">', page)
+    assert "about &lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "<strong>bold</strong>" not in page and "**bold**" in page
+
+
+def test_no_password_reaches_a_report_file(studies: dict[str, Made], tmp_path: Path) -> None:
+    """A storage URL with a password, in either form, as the storage, inside the stored study
+    file and inside an error message: masked in every file the report writes."""
+    made = studies["search"]
+    url = "postgresql://dw:hunter2@db.example:5432/studies?sslmode=require&password=hunter2"
+    meta = {**made.results.meta, "config": {**made.results.config, "storage": url}}
+    trials = tuple(replace(t, error=f"StudyError: storage {url}: cannot open")
+                   if t.error else t for t in made.results.trials)
+    results = replace(made.results, storage=url, meta=meta, trials=trials)
+    paths = make_report(results, tmp_path, detail=1)
+    masked = "postgresql://dw:***@db.example:5432/studies?sslmode=require&password=***"
+    assert f"stored in `{masked}`" in paths.markdown.read_text()
+    assert f"--storage '{masked}'" in paths.markdown.read_text()
+    assert masked in paths.trials_csv.read_text()
+    assert json.loads((tmp_path / "dwsearch-report.json").read_text())["storage"] == masked
+    for path in tmp_path.rglob("*"):
+        assert b"hunter2" not in path.read_bytes(), path
 
 
 # -- claims: the rules, on hand-made numbers --------------------------------------------------

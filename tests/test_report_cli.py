@@ -3,13 +3,18 @@ every mistake a user can make."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import synthetic_study as synthetic
 import torch
 from click.testing import CliRunner
+from pg import postgres_server
 from PIL import Image
 
 from dwsearch.cli import main
@@ -25,6 +30,9 @@ TINY = {"name": "tiny", "input": [3, 8, 8], "num_classes": 10, "layers": [
     {"block": "flatten"},
     {"block": "linear", "out_features": 10},
 ]}
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -121,6 +129,59 @@ def test_report_from_a_study_file(default_dir: Path, tmp_path: Path) -> None:
     code, out = run("report", str(study), "--out", str(tmp_path / "out"))
     assert code == 0, out
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_report_refuses_a_folder_of_other_files(default_dir: Path, tmp_path: Path) -> None:
+    """The folder users reported: README.md and trials.csv were replaced, pareto_mine.png and
+    layers_3.png deleted. Now: one line, exit 1, every byte as it was."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in ("README.md", "trials.csv", "pareto_mine.png", "layers_3.png"):
+        (out / name).write_bytes(f"the user's {name}\n".encode())
+    before = _snapshot(out)
+    code, output = run("report", "synthetic-baseline", "--out", str(out))
+    assert code == 1, output
+    assert output == (
+        f"Error: {out}: not empty and not an earlier report of study 'synthetic-baseline' (it "
+        f"holds README.md, layers_3.png, pareto_mine.png, trials.csv); a report is written into "
+        f"a new or empty folder or over an earlier report of the same study: name another "
+        f"--out, or empty this folder\n")
+    assert _snapshot(out) == before
+
+
+def test_an_old_report_regenerates_keeping_the_users_files(tmp_path: Path) -> None:
+    """A committed example report (made before report folders had a manifest), with a user's
+    files beside it: regenerated with fewer models in detail, it replaces its own files,
+    removes only the figures its old README.md linked and no longer needs, and keeps the
+    rest (the study's storage, the user's files, even one named like a report figure)."""
+    folder = tmp_path / "hybrid-cpu2k"
+    shutil.copytree(REPO / "reports" / "hybrid-cpu2k", folder)
+    old_readme = (folder / "README.md").read_text()
+    old_figures = set(re.findall(r"\]\((\w+\.png)\)", old_readme))
+    mine = {"notes.txt": b"mine", "pareto_mine.png": b"a user's figure",
+            "layers_3.png": b"a user's, named like a report figure"}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+    untouched = {n: (folder / n).read_bytes() for n in ("study.db", *mine)}
+    code, output = run("report", "hybrid-cpu2k", "--storage",
+                       f"sqlite:///{folder / 'study.db'}", "--out", str(folder), "--detail", "1")
+    assert code == 0, output
+    new_figures = set(re.findall(r"\]\((\w+\.png)\)", (folder / "README.md").read_text()))
+    gone = old_figures - new_figures
+    assert gone and f"{len(gone)} old figure(s) removed" in output
+    assert {p.name for p in folder.iterdir()} == (
+        {*untouched, *new_figures, "index.html", "README.md", "trials.csv",
+         "configurations.csv", "dwsearch-report.json"})
+    assert all((folder / n).read_bytes() == data for n, data in untouched.items())
+    manifest = json.loads((folder / "dwsearch-report.json").read_text())
+    assert manifest["study"] == "hybrid-cpu2k"
+    assert set(manifest["files"]) == {*new_figures, "index.html", "README.md", "trials.csv",
+                                      "configurations.csv"}
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -245,6 +306,16 @@ def test_export_checkpoint_with_kept_weights(weights_study: tuple[str, str, Path
     assert code == 1 and "kept no weights" in out
 
 
+def test_an_exported_checkpoint_names_its_storage_without_the_password(
+        weights_study: tuple[str, str, Path], tmp_path: Path) -> None:
+    name, url, _ = weights_study
+    results = replace(load_results(name, url),
+                      storage="postgresql://u:hunter2@h/db?password=hunter2")
+    export_trial(results, 0, "checkpoint", tmp_path / "m.pt")
+    source = torch.load(tmp_path / "m.pt", weights_only=True)["source"]
+    assert source["storage"] == "postgresql://u:***@h/db?password=***"
+
+
 def test_export_checkpoint_refuses_weights_that_do_not_fit(tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.pt"
     torch.save({"0.conv.weight": torch.zeros(1)}, wrong)
@@ -307,3 +378,45 @@ def test_report_detail_sets_the_models_drawn(default_dir: Path, tmp_path: Path) 
     assert "--detail 0" in (tmp_path / "s" / "README.md").read_text()
     code, out = run("report", "synthetic-search", "--detail", "-1")
     assert code == 2 and "-1" in out
+
+
+# -- credentials ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_study() -> Iterator[tuple[str, str]]:
+    """The synthetic baseline study in a private PostgreSQL server (trust authentication:
+    any password is accepted); yields its URL with the password in each form."""
+    with postgres_server() as url:
+        userinfo = url.replace("://postgres@", "://postgres:hunter2@")
+        query = f"{url}?application_name=dwsearch&password=hunter2"
+        synthetic.baseline_study(userinfo)
+        yield userinfo, query
+
+
+def test_no_password_in_report_output_or_files(postgres_study: tuple[str, str],
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL password in the storage URL, as user:password@ or as ?password=, given on
+    the command line or in the study file: in no file of the report and in nothing printed."""
+    userinfo, query = postgres_study
+    monkeypatch.chdir(tmp_path)
+    Path("baseline.yaml").write_text(
+        "name: synthetic-baseline\nbase: seed_cnn\nsampler: grid\nrepeats: 3\n"
+        f"storage: {query}\nspace:\n  model: [seed_cnn, seed_dwsep]\n")
+    for args, code in [(("synthetic-baseline", "--storage", userinfo, "--out", "a"), 0),
+                       (("synthetic-baseline", "--storage", query, "--out", "b"), 0),
+                       (("baseline.yaml", "--out", "c"), 0),
+                       (("--storage", query), 0),  # the list of studies
+                       (("nope", "--storage", query), 1)]:  # an error naming the storage
+        result = CliRunner().invoke(main, ["report", *args])
+        assert result.exit_code == code, result.output
+        assert "hunter2" not in result.output + result.stderr, args
+        if args[-1] not in ("a", "b", "c"):
+            assert "application_name=dwsearch&password=***" in result.output, result.output
+    assert "postgres:***@" in Path("a/index.html").read_text()
+    assert "password=***" in Path("b/README.md").read_text()
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) > 30
+    for path in written:
+        assert b"hunter2" not in path.read_bytes() or path.name == "baseline.yaml", path

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from dwsearch.errors import ConfigError, DwsearchError
+from dwsearch.urls import mask_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C")
@@ -58,7 +59,8 @@ class DwsearchGroup(click.Group):
         except DwsearchError as err:
             if os.environ.get("DWSEARCH_DEBUG"):
                 raise
-            raise click.ClickException(one_line(err)) from err
+            # A message may quote a storage URL: never its password.
+            raise click.ClickException(mask_url(one_line(err))) from err
         except Exception:
             traceback.print_exc()
             click.echo(

@@ -10,6 +10,7 @@ import click
 
 from dwsearch.cli._common import load_spec_with, spec_options
 from dwsearch.report import DEFAULT_DETAIL
+from dwsearch.urls import mask_url
 
 _STORAGE_HELP = ("Optuna storage URL (sqlite:///PATH, postgresql://..., journal:///PATH); "
                  "default: the study's SQLite file in $DWSEARCH_STUDY_DIR or "
@@ -41,7 +42,7 @@ def report(study: str | None, storage: str | None, out: Path | None, detail: int
     folder = out if out is not None else Path("reports") / name
     command = f"dwsearch report {study}"
     if storage:
-        command += f" --storage '{results.storage}'"
+        command += f" --storage '{mask_url(results.storage)}'"
     command += f" --out {folder}"
     if detail != DEFAULT_DETAIL:
         command += f" --detail {detail}"
@@ -50,8 +51,9 @@ def report(study: str | None, storage: str | None, out: Path | None, detail: int
     for trial in results.trials:
         states[trial.state] = states.get(trial.state, 0) + 1
     summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
+    removed = f"; {len(paths.removed)} old figure(s) removed" if paths.removed else ""
     click.echo(f"{paths.html}  ({len(results.trials):,} trials: {summary or 'none'}; "
-               f"{len(paths.images)} figures; {paths.seconds:.1f} s)")
+               f"{len(paths.images)} figures{removed}; {paths.seconds:.1f} s)")
 
 
 def _list(storage: str | None) -> None:
@@ -65,7 +67,7 @@ def _list(storage: str | None) -> None:
         return
     studies = list_studies(storage)
     if not studies:
-        click.echo(f"no studies in {storage or folder}")
+        click.echo(f"no studies in {mask_url(storage) if storage else folder}")
         return
     width = max(len(s.name) for s in studies)
     for summary in studies:
@@ -75,7 +77,7 @@ def _list(storage: str | None) -> None:
             continue
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items()))
         click.echo(f"{summary.name.ljust(width)}  {summary.trials:>6,} trials"
-                   f"{f' ({states})' if states else ''}  {summary.storage}")
+                   f"{f' ({states})' if states else ''}  {mask_url(summary.storage)}")
 
 
 @click.command("draw")

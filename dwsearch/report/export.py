@@ -19,6 +19,7 @@ from typing import Any
 from dwsearch.errors import CheckpointError, ReportError, SpecError, reason
 from dwsearch.spec import ModelSpec
 from dwsearch.study.results import StudyResults, TrialResult
+from dwsearch.urls import mask_url
 
 __all__ = ["FORMATS", "default_path", "export_trial", "find_trial"]
 
@@ -192,7 +193,7 @@ def _export_checkpoint(results: StudyResults, trial: TrialResult, path: Path) ->
         "config": dict(record.train),
         "versions": dict(record.versions),
         "source": {"study": results.name, "trial": trial.number,
-                   "storage": results.storage},
+                   "storage": mask_url(results.storage)},
     }
     _prepare(path)
     try:

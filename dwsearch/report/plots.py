@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import Formatter, LogLocator, NullFormatter, PercentFormatter
 
 __all__ = [
@@ -40,8 +41,16 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _as_given(fig: Figure) -> None:
+    """Every text of the figure shown as written: a '$' in a model's name or a device's is not
+    the start of a formula (mathtext, which fails on '$\\frac{$')."""
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+
+
 def png(fig: Figure, dpi: int = DPI) -> bytes:
     """The figure as PNG bytes."""
+    _as_given(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": "dwsearch report"})
     return buffer.getvalue()
@@ -49,6 +58,7 @@ def png(fig: Figure, dpi: int = DPI) -> bytes:
 
 def svg(fig: Figure) -> bytes:
     """The figure as SVG bytes (for diagrams)."""
+    _as_given(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()

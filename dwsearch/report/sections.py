@@ -28,10 +28,23 @@ from dwsearch.report.frame import (
     epochs_frame,
     layers_frame,
 )
-from dwsearch.report.render import Bullets, Document, Image, Section, Table, Text
+from dwsearch.report.render import (
+    Bullets,
+    Document,
+    Image,
+    Section,
+    Table,
+    Text,
+    code,
+    literal,
+)
 from dwsearch.report.stats import paired_differences
+from dwsearch.urls import mask_url
 
 __all__ = ["build_document", "display_name"]
+
+# Text and captions are markup (dwsearch.report.render): every value from the study file, the
+# storage or the user goes in through literal() or code(); table cells are literal already.
 
 MAX_CONFIG_ROWS = 30  # configurations listed in the page (configurations.csv has all)
 MAX_EXCLUDED_ROWS = 200  # trials listed as not in the statistics
@@ -123,7 +136,8 @@ def build_document(frames: StudyFrames, *, command: str,
     source = str(meta.get("source") or "")
     banner = None
     if source.lower().startswith(SYNTHETIC):
-        banner = (f"SYNTHETIC STUDY: made by {source} without training anything. Costs are "
+        banner = (f"SYNTHETIC STUDY: made by {literal(source)} without training anything. "
+                  f"Costs are "
                   f"exact closed forms; accuracies, times and latencies are made up for "
                   f"testing the report.")
     detailed = frames.detailed(detail)
@@ -150,7 +164,7 @@ def build_document(frames: StudyFrames, *, command: str,
     description = str(config.get("description") or "")
     subtitle = (f"dwsearch study report: {len(results.trials):,} trials, "
                 f"{len(frames.configs):,} configurations in the statistics. "
-                f"{description}").strip()
+                f"{literal(description)}").strip()
     return Document(title=f"Study {results.name}", subtitle=subtitle, sections=sections,
                     banner=banner)
 
@@ -182,25 +196,28 @@ def _summary(frames: StudyFrames) -> Section:
     stored_base = meta.get("base")
     base: Mapping[str, Any] = stored_base if isinstance(stored_base, Mapping) else {}
     items = [
-        f"Study `{results.name}` from `{meta.get('source', 'unknown')}`, stored in "
-        f"`{results.storage}`.",
-        f"Base model: **{base.get('name') or 'inline spec'}**; sampler {sampler_name}, "
-        f"pruner {pruner_name}; objectives: {', '.join(results.objectives) or '-'}"
-        + (f"; constraints: {', '.join(f'{k} {v}' for k, v in constraints.items())}"
+        f"Study {code(results.name)} from {code(meta.get('source', 'unknown'))}, stored in "
+        f"{code(mask_url(results.storage))}.",
+        f"Base model: **{literal(base.get('name') or 'inline spec')}**; sampler "
+        f"{literal(sampler_name)}, pruner {literal(pruner_name)}; objectives: "
+        f"{literal(', '.join(results.objectives) or '-')}"
+        + (f"; constraints: {literal(', '.join(f'{k} {v}' for k, v in constraints.items()))}"
            if constraints else "") + ".",
-        "Budget: " + (f"{config['n_trials']:,} trials" if config.get("n_trials") else
+        "Budget: " + (f"{count(config['n_trials'])} trials" if config.get("n_trials") else
                       "every configuration")
-        + (f", timeout {config.get('timeout')}" if config.get("timeout") else "")
-        + f"; {config.get('repeats', 1)} repeat(s) per configuration with "
-        f"{config.get('seeds', 'shared')} seeds (study seed {config.get('seed', 0)}).",
+        + (f", timeout {literal(config.get('timeout'))}" if config.get("timeout") else "")
+        + f"; {literal(config.get('repeats', 1))} repeat(s) per configuration with "
+        f"{literal(config.get('seeds', 'shared'))} seeds (study seed "
+        f"{literal(config.get('seed', 0))}).",
     ]
     train = config.get("train") or {}
     if train:
         items.append(
-            f"Training recipe: {train.get('epochs')} epochs, {train.get('optimizer')} lr "
-            f"{train.get('lr')}, batch {train.get('batch_size')}, schedule "
-            f"{train.get('schedule')}, augment {train.get('augment')}, precision "
-            f"{train.get('precision')}.")
+            f"Training recipe: {literal(train.get('epochs'))} epochs, "
+            f"{literal(train.get('optimizer'))} lr {literal(train.get('lr'))}, batch "
+            f"{literal(train.get('batch_size'))}, schedule {literal(train.get('schedule'))}, "
+            f"augment {literal(train.get('augment'))}, precision "
+            f"{literal(train.get('precision'))}.")
     blocks.append(Bullets(items))
     states = frames.trials.groupby(["status"], dropna=False).agg(
         trials=("trial", "size"), in_statistics=("in_stats", "sum")).reset_index()
@@ -216,9 +233,10 @@ def _summary(frames: StudyFrames) -> Section:
     if not configs.empty and configs["val_mean"].notna().any():
         best = configs.loc[configs["val_mean"].astype(float).idxmax()]
         blocks.append(Text(
-            f"Best configuration by mean validation accuracy: **{display_name(best, 120)}**, "
+            f"Best configuration by mean validation accuracy: "
+            f"**{literal(display_name(best, 120))}**, "
             f"validation {pct_pm(best['val_mean'], best['val_std'])}, test "
-            f"{pct_pm(best['test_mean'], best['test_std'])} over {best['n']} seed(s), "
+            f"{pct_pm(best['test_mean'], best['test_std'])} over {count(best['n'])} seed(s), "
             f"{millions(best['params'])} parameters, {millions(best['macs'])} MACs."))
     else:
         blocks.append(Text("No trial has completed yet: nothing to compare."))
@@ -258,24 +276,25 @@ def _setup(frames: StudyFrames, command: str) -> Section:
         created = sorted(r.created for r in records if r.created)
         bns = _unique([r.bn for r in records])
         blocks.append(Bullets([
-            f"Dataset: {'; '.join(sources)}.",
+            f"Dataset: {literal('; '.join(map(str, sources)))}.",
             f"**{'Lossy JPEG copy' if lossy else 'Lossless data'}**: "
             + ("accuracies can sit a little below those on the official CIFAR-10 files."
                if lossy else "no run reports a lossy re-encoding."),
-            f"Images: {first.train_images:,} training, {first.val_images:,} validation (carved "
-            f"from the training set, stratified), {first.test_images:,} test; "
-            f"{first.num_classes} classes.",
-            "Hardware: " + "; ".join(f"{d} x{n} runs" for d, n in devices.most_common())
-            + f"; hosts: {', '.join(_unique([r.host for r in records])[:5])}.",
-            f"Library versions: {' | '.join(versions[:3])}"
-            + (f"; study started with {started}" if started else "") + ".",
-            f"Dates: study created {results.meta.get('created', 'unknown')}; runs finished "
-            f"{created[0] if created else '?'} to {created[-1] if created else '?'}.",
+            f"Images: {count(first.train_images)} training, {count(first.val_images)} "
+            f"validation (carved from the training set, stratified), "
+            f"{count(first.test_images)} test; {literal(first.num_classes)} classes.",
+            "Hardware: " + "; ".join(f"{literal(d)} x{n} runs" for d, n in devices.most_common())
+            + f"; hosts: {literal(', '.join(map(str, _unique([r.host for r in records])[:5])))}.",
+            f"Library versions: {literal(' | '.join(versions[:3]))}"
+            + (f"; study started with {literal(started)}" if started else "") + ".",
+            f"Dates: study created {literal(results.meta.get('created', 'unknown'))}; runs "
+            f"finished {literal(created[0] if created else '?')} to "
+            f"{literal(created[-1] if created else '?')}.",
         ]))
         blocks.append(Text(
             "Cost convention (params, MACs, activations, saved bytes per sample): "
-            + " / ".join(convention(bn) for bn in bns) + "."))
-    blocks.append(Text(f"Regenerate this report: `{command}`"))
+            + literal(" / ".join(convention(bn) for bn in bns)) + "."))
+    blocks.append(Text(f"Regenerate this report: {code(mask_url(command))}"))
     return Section("setup", "Data, hardware and conventions", blocks)
 
 
@@ -330,8 +349,8 @@ def _fronts(frames: StudyFrames) -> Section:
                             alt=f"Pareto front of validation accuracy against {label}",
                             half=True))
     front = configs[configs["on_front"]]
-    objectives = ", ".join(f"{m} ({'max' if d == 'maximize' else 'min'})"
-                           for m, d in frames.objectives)
+    objectives = literal(", ".join(f"{m} ({'max' if d == 'maximize' else 'min'})"
+                                   for m, d in frames.objectives))
     which = (f"the study's objectives ({objectives})" if len(frames.objectives) > 1 else
              "validation accuracy and MACs (the study has one objective)")
     blocks.append(Text(f"**The front of {which}**: {len(front)} configuration(s), by MACs."))
@@ -368,7 +387,8 @@ def _configurations(frames: StudyFrames, paired_val: pd.DataFrame, paired_test: 
               and paired_val.loc[h, "n"] > 0]
     if not hashes:
         blocks.append(Text(f"No configuration shares a seed with the reference "
-                           f"({display_name(reference)}): no paired differences.", kind="note"))
+                           f"({literal(display_name(reference))}): no paired differences.",
+                           kind="note"))
         return Section("configurations", "Configurations over seeds", blocks)
     rows = others.set_index("config_hash").loc[hashes]
     ref_macs = float(reference["macs"])
@@ -381,7 +401,8 @@ def _configurations(frames: StudyFrames, paired_val: pd.DataFrame, paired_test: 
                                     if h in paired_test.index else "-" for h in hashes],
         "Δ MACs": [f"{(float(m) / ref_macs - 1) * 100:+.1f}%" for m in rows["macs"]],
     })
-    blocks.append(Text(f"**Paired differences against {display_name(reference)}**, on the "
+    blocks.append(Text(f"**Paired differences against {literal(display_name(reference))}**, "
+                       f"on the "
                        f"seeds both ran (same initialisation and batch order)."))
     blocks.append(Table(diff, caption=(
         "Mean of the per-seed differences; the interval is mean ± t(0.975, n-1)·sd/√n over the "
@@ -432,7 +453,8 @@ def _ablation(frames: StudyFrames, paired_val: pd.DataFrame,
     })
     figure = plots.ablation_figure(table, base_name)
     return Section("ablation", "Ablation: one factor at a time", [
-        Text(f"Each row changes one factor of {base_name} and keeps the rest; differences are "
+        Text(f"Each row changes one factor of {literal(base_name)} and keeps the rest; "
+             f"differences are "
              f"paired on the seeds both ran."),
         Table(shown, caption="Accuracy changes in percentage points, mean over shared seeds "
                              "with a t-based 95% interval (n ≥ 2); cost changes are exact."),
@@ -482,13 +504,14 @@ def _costs(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
             continue
         layers = layers_frame(record)
         name = display_name(row, 200)
-        blocks.append(Text(f"**{name}**"))
+        blocks.append(Text(f"**{literal(name)}**"))
         blocks.append(Table(_layer_table(layers), caption=(
-            f"Totals: {record.params:,} parameters, {record.macs:,} MACs (batch norm "
-            f"{record.bn}), {record.saved_bytes or 0:,} bytes saved per sample.")))
+            f"Totals: {count(record.params)} parameters, {count(record.macs)} MACs (batch norm "
+            f"{literal(record.bn)}), {count(record.saved_bytes or 0)} bytes saved per sample.")))
         figure = plots.layers_figure(layers, legend_name(row))
         blocks.append(Image(f"layers_{row['id']}", plots.png(figure),
-                            f"Where the cost of {name} is.", alt=f"Per-layer costs of {name}"))
+                            f"Where the cost of {literal(name)} is.",
+                            alt=f"Per-layer costs of {name}"))
     return Section("costs", "Where the cost is", blocks)
 
 
@@ -530,15 +553,16 @@ def _speed(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
             for v in rows["latency_ms"]]
     figure = plots.speed_figure(rows, device)
     return Section("speed", "Training and inference speed", [
-        Text(f"Measured on **{device}** by the study's workers: training throughput is the "
+        Text(f"Measured on **{literal(device)}** by the study's workers: training throughput "
+             f"is the "
              f"median images/s over a run's epochs (mean over seeds); latency is the median "
              f"forward time in inference mode at batch {', '.join(map(str, batch)) or '?'} "
              f"after warm-up."),
         Table(table, caption=(
-            f"Ratios above 1 mean faster than {display_name(reference)}."
+            f"Ratios above 1 mean faster than {literal(display_name(reference))}."
             if reference is not None else
             "No base or baseline model ran in this study: absolute speeds only.")),
-        Image("speed", plots.png(figure), f"Training and inference speed on {device}.",
+        Image("speed", plots.png(figure), f"Training and inference speed on {literal(device)}.",
               alt="Training and inference speed"),
         Text(DEVICE_NOTE, kind="note"),
     ])
@@ -587,7 +611,7 @@ def _diagrams(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
                                 note=f"batch norm {record.bn} in MACs; spec hash "
                                      f"{record.spec_hash}")
         blocks.append(Image(f"diagram_{row['id']}", plots.png(figure, dpi=110),
-                            f"Architecture of {name}.", alt=f"Architecture of {name}"))
+                            f"Architecture of {literal(name)}.", alt=f"Architecture of {name}"))
     return Section("architectures", "Architectures", blocks)
 
 
