@@ -16,13 +16,13 @@ import functools
 import json
 import os
 import random
-import re
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from dwsearch.errors import StudyError, reason
+from dwsearch.urls import mask_url
 
 __all__ = [
     "INFO_KEY",
@@ -61,16 +61,11 @@ def default_study_dir() -> Path:
     return Path.home() / ".local" / "share" / "dwsearch" / "studies"
 
 
-_SECRET_QUERY = re.compile(r"([?&;](?:password|passwd|pwd|sslpassword|token|secret|"
-                           r"access_token|api_key)=)[^&;#]*", re.IGNORECASE)
-
-
 def describe_url(url: str) -> str:
-    """The URL with its credentials replaced by ``***``: a password after ``user:`` and any
-    ``password=`` (or token) query parameter. Fit for messages, stored attributes and
-    reports, which users commit and share."""
-    masked = re.sub(r"(://[^:/@?#]*:)[^@]*@", r"\1***@", url)
-    return _SECRET_QUERY.sub(r"\1***", masked)
+    """The URL with its credentials replaced by ``***`` (a password after ``user:`` and
+    secret query values such as ``?password=``): fit for messages, stored attributes and
+    reports, which users commit and share. See :func:`dwsearch.urls.mask_url`."""
+    return mask_url(url)
 
 
 def resolve_storage_url(url: str | None, study_name: str) -> str:
@@ -109,8 +104,8 @@ def _journal_path(url: str) -> Path:
     if rest.startswith("///"):
         return Path(rest[2:])
     if rest.startswith("//"):
-        raise StudyError(f"storage {url!r}: a journal URL is journal:///absolute/path or "
-                         f"journal:relative/path")
+        raise StudyError(f"storage {describe_url(url)!r}: a journal URL is "
+                         f"journal:///absolute/path or journal:relative/path")
     return Path(rest)
 
 
