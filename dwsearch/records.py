@@ -19,9 +19,12 @@ from typing import Any
 
 from dwsearch.errors import RecordError
 
-__all__ = ["RECORD_FORMAT", "EpochMetrics", "RunRecord"]
+__all__ = ["RECORD_FORMAT", "TRIAL_INFO_FORMAT", "TRIAL_STATUSES", "EpochMetrics", "RunRecord",
+           "TrialInfo"]
 
 RECORD_FORMAT = 1
+# 1: the untyped dict studies wrote before TrialInfo (the same keys); 2: TrialInfo.
+TRIAL_INFO_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,95 @@ class RunRecord:
                 f"test accuracy: {self.test_accuracy:.2%} (test loss {self.test_loss:.4f})"
             )
         return "\n".join(lines)
+
+
+# How a trial ended (or stands), as the worker writes it and the report reads it:
+TRIAL_STATUSES = (
+    "waiting",  # a slot laid out, not yet claimed
+    "running",
+    "completed",  # COMPLETE: trained (or reused: see ``reused_from``)
+    "pruned",  # PRUNED: stopped early by the pruner; its partial record is kept
+    "diverged",  # FAIL: the loss became NaN or infinite; a result of the configuration
+    "infeasible",  # FAIL: over a constraint, found before training
+    "error",  # FAIL: could not run (a located reason); machine failures are laid out again
+    "killed",  # FAIL: its worker stopped answering; laid out again (``retried_as``)
+    "interrupted",  # FAIL: Ctrl-C; laid out again (``retried_as``)
+)
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """dwsearch's identity of one Optuna trial: which slot of the plan it fills, which
+    configuration and seed it trains, who ran it and how it ended. The worker writes it (the
+    trial's ``dwsearch`` user attribute, :meth:`to_attrs`) and the report reads it
+    (:meth:`from_attrs`); nothing else travels between them about a trial.
+
+    ``retried_as`` is not stored: Optuna freezes a finished trial's attributes, so the link
+    between a killed or interrupted trial and its retry is written once, on the retry
+    (``retry_of``), and :func:`dwsearch.study.results.load_results` fills ``retried_as`` in
+    on reading.
+    """
+
+    slot: int | None = None  # index in the plan's slots (None: an open-ended study's trial)
+    repeat: int = 0  # which repeat of its configuration (0-based)
+    role: str = "sample"  # "base", "ablation", "grid" or "sample"
+    factor: str | None = None  # an ablation's changed factor (None: the base or not ablation)
+    config: Mapping[str, Any] | None = None  # the choices (dimension -> value); None: unsampled
+    config_hash: str | None = None  # hash of ``config``: equal choices, equal hash
+    seed: int | None = None  # the training seed
+    run_key: str | None = None  # architecture, recipe, data and seed: equal keys, equal runs
+    worker: str | None = None  # HOST:PID or $DWSEARCH_WORKER_ID of the worker that ran it
+    status: str | None = None  # one of TRIAL_STATUSES (None: a slot not claimed yet)
+    reused_from: int | None = None  # the trial whose identical run this one copied
+    retry_of: int | None = None  # the killed or interrupted trial this one runs again
+    retried_as: int | None = None  # derived on reading (see above); never stored
+    replaces_a_failed_sample: bool = False  # an empty slot laid out for an infeasible sample
+    weights: str | None = None  # the kept weights (keep_weights), absolute path
+    trial_seconds: float | None = None  # wall seconds from claim to result
+    overhead_seconds: float | None = None  # of those, not training or evaluating
+    format: int = TRIAL_INFO_FORMAT
+
+    @property
+    def superseded(self) -> bool:
+        """Killed or interrupted and laid out again as another trial."""
+        return self.retried_as is not None
+
+    def replace(self, **changes: Any) -> TrialInfo:
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """Plain JSON data for the trial attribute (``retried_as`` left out: it is derived)."""
+        out = asdict(self)
+        del out["retried_as"]
+        if self.config is not None:
+            out["config"] = _plain(self.config)
+        return out
+
+    @classmethod
+    def from_attrs(cls, raw: Any, where: str = "trial") -> TrialInfo:
+        """Read the attribute written by this or an earlier dwsearch (format 1: the untyped
+        dict, the same keys); a newer format or a wrong type is a :class:`RecordError`."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise RecordError(f"{where}: trial info: expected a mapping, found "
+                              f"{type(raw).__name__}")
+        version = raw.get("format", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise RecordError(f"{where}: trial info: format {version!r} is not a format number")
+        if version > TRIAL_INFO_FORMAT:
+            raise RecordError(f"{where}: trial info format {version} was written by a newer "
+                              f"dwsearch; this one reads formats 1..{TRIAL_INFO_FORMAT}; "
+                              f"upgrade dwsearch")
+        names = {f.name for f in fields(cls)} - {"retried_as", "format"}
+        values = {k: v for k, v in raw.items() if k in names}
+        if values.get("config") is not None and not isinstance(values["config"], Mapping):
+            raise RecordError(f"{where}: trial info: config: expected a mapping, found "
+                              f"{type(values['config']).__name__}")
+        values["replaces_a_failed_sample"] = bool(values.get("replaces_a_failed_sample"))
+        return cls(**values)
 
 
 def _required(name: str) -> bool:

@@ -5,7 +5,8 @@ Every study made here says so: its stored ``source`` is :data:`SOURCE`, and the 
 a banner saying the numbers are made up. The trials carry exactly what the study runner stores
 (see ``docs/reports.md``, "What the report reads"): the study attribute ``dwsearch`` (format,
 config, objectives, base, baselines...), and per trial ``dwsearch`` (slot, repeat, seed,
-config, config_hash, role, factor, status, reused_from, retry_of, retried_as, weights...),
+config, config_hash, role, factor, status, reused_from, retry_of, weights...: a
+:class:`~dwsearch.records.TrialInfo`),
 ``record`` (a :class:`~dwsearch.records.RunRecord`) and ``error``.
 
 What is real and what is made up:
@@ -36,7 +37,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from dwsearch.records import EpochMetrics, RunRecord
+from dwsearch.records import EpochMetrics, RunRecord, TrialInfo
 from dwsearch.spec import ModelSpec
 from dwsearch.study.config import parse_study_config
 from dwsearch.zoo import get_spec
@@ -262,11 +263,9 @@ class Trial:
     stop_after: int | None = None  # pruned after this epoch
     error: str | None = None
     reused_from: int | None = None
-    retry_of: int | None = None
-    retried_as: int | None = None
+    retry_of: int | None = None  # the interrupted or killed trial this one runs again
     weights: str | None = None
     name: str | None = None
-    extra_info: dict[str, Any] = field(default_factory=dict)
     record: RunRecord | None = None  # a real run's record, stored instead of a made-up one
     record_changes: dict[str, Any] = field(default_factory=dict)  # fields of the made-up record
 
@@ -381,14 +380,12 @@ def write_study(
             records[number] = record
         state = {"completed": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(
             t.status, TrialState.FAIL)
-        info = {
-            "format": 1, "slot": number if t.retry_of is None else t.retry_of, "repeat": t.repeat,
-            "seed": t.seed, "config": t.config, "config_hash": config_hash(t.config),
-            "role": t.role, "factor": t.factor, "worker": f"synthetic-host:{1000 + number % 4}",
-            "reused_from": t.reused_from, "retry_of": t.retry_of, "retried_as": t.retried_as,
-            "status": t.status, "weights": t.weights, **t.extra_info,
-        }
-        attrs: dict[str, Any] = {"dwsearch": info}
+        info = TrialInfo(
+            slot=number if t.retry_of is None else t.retry_of, repeat=t.repeat, seed=t.seed,
+            config=t.config, config_hash=config_hash(t.config), role=t.role, factor=t.factor,
+            worker=f"synthetic-host:{1000 + number % 4}", reused_from=t.reused_from,
+            retry_of=t.retry_of, status=t.status, weights=t.weights)
+        attrs: dict[str, Any] = {"dwsearch": info.to_attrs()}
         if record is not None:
             if number not in plain:
                 plain[number] = record_dict(record)
@@ -511,7 +508,7 @@ def search_study(storage: str, name: str = "synthetic-search", n: int = 40, *,
             trial.status = "infeasible"
             trial.error = "infeasible: macs 612.4M > 600M (constraint macs <= 600M)"
         elif mishaps and number == 11:
-            trial.status, trial.retried_as = "interrupted", 12
+            trial.status = "interrupted"  # its retry, trial 12, carries retry_of
             trial.error = "interrupted: worker synthetic-host:1003 stopped"
             trials.append(trial)
             trials.append(Trial(config, spec, 0, 0, "sample", retry_of=11))

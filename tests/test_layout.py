@@ -85,3 +85,10 @@ def test_configs_and_cli_import_no_torch_at_module_level() -> None:
         top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
         assert not any(m.startswith(("torch", "dwsearch.builder", "dwsearch.costs",
                                      "dwsearch.run", "dwsearch.bench")) for m in top), name
+
+
+def test_the_metrics_table_is_a_leaf_the_report_can_read() -> None:
+    banned = ("torch", "numpy", "optuna", "pandas", "fvcore", "torchvision")
+    assert offenders("dwsearch.metrics", banned) == {}
+    internal = {m for m in imports(SOURCES["dwsearch.metrics"]) if m.startswith("dwsearch")}
+    assert internal <= {"dwsearch.errors", "dwsearch.records"}

@@ -7,9 +7,18 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dwsearch.errors import RecordError
-from dwsearch.records import RECORD_FORMAT, EpochMetrics, RunRecord
+from dwsearch.records import (
+    RECORD_FORMAT,
+    TRIAL_INFO_FORMAT,
+    TRIAL_STATUSES,
+    EpochMetrics,
+    RunRecord,
+    TrialInfo,
+)
 
 
 def make_record(**changes: object) -> RunRecord:
@@ -66,3 +75,47 @@ def test_records_import_no_torch() -> None:
     code = "import sys, dwsearch.records; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- the trial info ---------------------------------------------------------------------------
+
+_maybe_int = st.none() | st.integers(0, 2**31)
+_text = st.text(max_size=20)
+_config = st.none() | st.dictionaries(_text, st.integers() | _text | st.booleans(), max_size=4)
+
+
+@given(st.builds(
+    TrialInfo, slot=_maybe_int, repeat=st.integers(0, 9), role=st.sampled_from(
+        ["base", "ablation", "grid", "sample"]), factor=st.none() | _text, config=_config,
+    config_hash=st.none() | _text, seed=_maybe_int, run_key=st.none() | _text,
+    worker=st.none() | _text, status=st.none() | st.sampled_from(TRIAL_STATUSES),
+    reused_from=_maybe_int, retry_of=_maybe_int, replaces_a_failed_sample=st.booleans(),
+    weights=st.none() | _text, trial_seconds=st.none() | st.floats(0, 1e6),
+    overhead_seconds=st.none() | st.floats(0, 1e6)))
+def test_trial_info_round_trips_through_json(info: TrialInfo) -> None:
+    stored = json.loads(json.dumps(info.to_attrs()))  # as a storage keeps it
+    assert TrialInfo.from_attrs(stored) == info
+    assert "retried_as" not in stored and stored["format"] == TRIAL_INFO_FORMAT
+
+
+def test_trial_info_reads_the_untyped_dict_of_earlier_studies() -> None:
+    """Format 1: what workers wrote before TrialInfo (the same keys, and some extra)."""
+    old = {"format": 1, "slot": 3, "repeat": 1, "role": "grid", "factor": None,
+           "config": {"layers[0].block": "dwsep"}, "config_hash": "ab", "seed": 7,
+           "worker": "h:1", "status": "completed", "retried_as": 9, "unknown": True}
+    info = TrialInfo.from_attrs(old)
+    assert (info.slot, info.repeat, info.role, info.seed, info.status) == (
+        3, 1, "grid", 7, "completed")
+    assert info.retried_as is None  # derived on reading the study, never taken as stored
+    assert TrialInfo.from_attrs(None) == TrialInfo()
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"format": TRIAL_INFO_FORMAT + 1}, "written by a newer dwsearch"),
+    ({"format": "2"}, "is not a format number"),
+    ([1, 2], "expected a mapping, found list"),
+    ({"config": [1]}, "config: expected a mapping"),
+])
+def test_bad_trial_info_is_one_line(raw: object, message: str) -> None:
+    with pytest.raises(RecordError, match=message):
+        TrialInfo.from_attrs(raw, "trial 4")

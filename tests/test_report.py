@@ -131,7 +131,7 @@ def test_ablation_differences_are_paired_on_seeds(studies: dict[str, Made]) -> N
     by_config: dict[str, dict[int, float]] = {}
     for t in made.results.trials:
         assert t.record is not None
-        by_config.setdefault(json.dumps(t.config), {})[t.info["seed"]] = t.record.val_accuracy
+        by_config.setdefault(json.dumps(t.config), {})[t.info.seed] = t.record.val_accuracy
     base = by_config["{}"]
     dwsep = by_config[json.dumps({"layers[0:3].block": "dwsep"})]
     expected = paired([dwsep[s] for s in (0, 1)], [base[s] for s in (0, 1)])

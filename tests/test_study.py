@@ -142,13 +142,13 @@ def test_grid_study_runs_stores_records_and_resumes(images: Path, tmp_path: Path
     for trial in results.trials:
         assert trial.state == "COMPLETE" and trial.record is not None
         assert trial.values == (trial.record.val_accuracy, trial.record.macs)
-        assert trial.info["seed"] == derive_seed(0, trial.info["repeat"])
+        assert trial.info.seed == derive_seed(0, trial.info.repeat)
         assert trial.record.extra["trial"] == trial.number
         assert trial.record.spec_hash and trial.record.test_accuracy is not None
-        by_config.setdefault(trial.info["config_hash"], []).append(trial)
+        by_config.setdefault(trial.info.config_hash, []).append(trial)
     assert sorted(len(v) for v in by_config.values()) == [2, 2]
     # Repeats share seeds across configurations (paired comparisons).
-    seeds = {c: sorted(t.info["seed"] for t in v) for c, v in by_config.items()}
+    seeds = {c: sorted(t.info.seed for t in v) for c, v in by_config.items()}
     assert len({tuple(s) for s in seeds.values()}) == 1
     assert results.meta["objectives"] == ["val_accuracy:max", "macs:min"]
     assert results.meta["base"]["hash"] and results.meta["config"]["repeats"] == 2
@@ -266,9 +266,9 @@ def test_identical_runs_are_reused_not_retrained(images: Path) -> None:
     cfg = config(images, sampler="random", n_trials=3, space={"layers[0,2].block": ["conv"]})
     outcome = run(cfg)
     results = load_results("t")
-    reused = [t for t in results.trials if t.info.get("reused_from") is not None]
+    reused = [t for t in results.trials if t.info.reused_from is not None]
     assert outcome.states == {"COMPLETE": 3} and len(reused) == 2
-    source = results.trials[reused[0].info["reused_from"]]
+    source = results.trials[reused[0].info.reused_from]
     assert reused[0].values == source.values and reused[0].record == source.record
 
 
@@ -280,7 +280,7 @@ def test_sampled_configurations_train_every_repeat(images: Path) -> None:
     trials = load_results("t").trials
     groups: dict[str, set[int]] = {}
     for t in trials:
-        groups.setdefault(t.info["config_hash"], set()).add(t.info["repeat"])
+        groups.setdefault(t.info.config_hash, set()).add(t.info.repeat)
     assert sorted(map(sorted, groups.values())) == [[0, 1], [0, 1]]
 
 
@@ -294,7 +294,7 @@ def test_constraints_leave_configurations_out_before_training(images: Path) -> N
                      space={"layers[0,2].block": ["conv", "dwsep"]})
     outcome = run(sampled)
     trials = load_results("t").trials
-    infeasible = [t for t in trials if t.info.get("status") == "infeasible"]
+    infeasible = [t for t in trials if t.info.status == "infeasible"]
     assert outcome.states.get("COMPLETE") == 2
     assert all("over the constraints macs <= 50K" in (t.error or "") for t in infeasible)
 
@@ -305,7 +305,7 @@ def test_diverged_trials_are_recorded_with_their_reason(images: Path) -> None:
                          space={"layers[0,2].block": ["conv"]}))
     trial = load_results("t").trials[0]
     assert outcome.states == {"FAIL": 1}
-    assert trial.info["status"] == "diverged" and "loss became" in (trial.error or "")
+    assert trial.info.status == "diverged" and "loss became" in (trial.error or "")
     assert trial.record is not None and trial.record.status == "diverged"
 
 

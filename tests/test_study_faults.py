@@ -324,10 +324,10 @@ def test_a_failure_of_the_machine_gives_the_slot_back(images: Path,
     trials = load_results("t").trials
     assert outcome.states == {"COMPLETE": 2, "FAIL": 1}
     failed = next(t for t in trials if t.state == "FAIL")
-    assert failed.info["status"] == "error" and "No space left" in (failed.error or "")
-    retry = [t for t in trials if t.info.get("retry_of") == failed.number]
+    assert failed.info.status == "error" and "No space left" in (failed.error or "")
+    retry = [t for t in trials if t.info.retry_of == failed.number]
     assert len(retry) == 1 and retry[0].state == "COMPLETE"
-    assert sorted(t.info["slot"] for t in trials if t.state == "COMPLETE") == [0, 1]
+    assert sorted(t.info.slot for t in trials if t.state == "COMPLETE") == [0, 1]
 
 
 # -- kept weights ---------------------------------------------------------------------------
@@ -342,8 +342,8 @@ def test_two_storages_with_one_study_name_keep_their_own_weights(images: Path,
         assert run(cfg, storage=f"sqlite:///{path}").states == {"COMPLETE": 2}
     for path in (first, second):
         trials = load_results("t", f"sqlite:///{path}").trials
-        kept = [Path(t.info["weights"]) for t in trials]
-        assert trials[1].info["reused_from"] == 0 and kept[0] == kept[1]  # reused: same run
+        kept = [Path(t.info.weights) for t in trials]
+        assert trials[1].info.reused_from == 0 and kept[0] == kept[1]  # reused: same run
         assert kept[0].parent == path.parent / "s-weights" and kept[0].is_file()
     # One --weights-dir for both: the second storage's files get its token, nothing collides.
     shared = tmp_path / "w"
@@ -423,7 +423,7 @@ def test_a_huge_study_lays_out_its_slots_in_batches(images: Path,
                   space={"layers[0,2].block": ["conv", "dwsep"]})
     outcome = run(grid)
     assert outcome.states == {"COMPLETE": 6}
-    assert sorted(t.info["slot"] for t in load_results("g").trials) == list(range(6))
+    assert sorted(t.info.slot for t in load_results("g").trials) == list(range(6))
 
 
 def test_a_study_where_nothing_fits_stops_and_says_why(
@@ -441,4 +441,4 @@ def test_a_study_where_nothing_fits_stops_and_says_why(
         run(cfg)
     trials = load_results("t").trials
     assert len(trials) == dwsearch.study.worker.INFEASIBLE_STOP
-    assert {t.info["status"] for t in trials} == {"infeasible"}
+    assert {t.info.status for t in trials} == {"infeasible"}

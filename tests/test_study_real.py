@@ -57,7 +57,7 @@ def test_quick_study_end_to_end_on_real_cifar10(tmp_path: Path,
         assert record is not None and record.lossy_data and record.train_images == 4000
         assert record.val_images == 1000 and record.test_images == 2000
         assert 0.1 < (record.val_accuracy or 0) < 1  # above chance after 3 epochs
-    macs = {t.info["config"]["layers[2,4].block"]: t.record.macs for t in results.trials
-            if t.record and t.info["config"]["layers[2,4].kernel_size"] == 3}
+    macs = {t.info.config["layers[2,4].block"]: t.record.macs for t in results.trials
+            if t.record and t.info.config["layers[2,4].kernel_size"] == 3}
     assert macs["dwsep"] < macs["hybrid"] < macs["conv"]
     assert len(optuna.load_study(study_name="quick", storage=storage).best_trials) >= 1

@@ -61,6 +61,17 @@ def test_killed_worker_is_resumed_with_exactly_n_trials(images: Path, tmp_path: 
     assert sorted(i["slot"] for i in complete) == [0, 1, 2, 3]  # every slot once
     assert [n for n, _ in failed] == running and failed[0][1]["status"] == "killed"
     assert [i.get("retry_of") for i in complete if i.get("retry_of") is not None] == running
+    # The read side links the killed trial to its retry, and the report says so.
+    from dwsearch.study.results import load_results
+
+    trials = {t.number: t for t in load_results("t", url).trials}
+    retry = next(t for t in trials.values() if t.info.retry_of == running[0])
+    assert trials[running[0]].info.retried_as == retry.number and trials[running[0]].superseded
+    code, output = finish(dwsearch("report", "t", "--storage", url, "--out",
+                                   str(tmp_path / "report"), env=env))
+    assert code == 0, output
+    csv = (tmp_path / "report" / "trials.csv").read_text()
+    assert f"superseded: retried as trial {retry.number}" in csv
 
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(images: Path, tmp_path: Path,

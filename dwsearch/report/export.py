@@ -40,7 +40,7 @@ def find_trial(results: StudyResults, number: int) -> TrialResult:
 
 def _record(results: StudyResults, trial: TrialResult) -> Any:
     if trial.record is None:
-        status = trial.info.get("status") or trial.state.lower()
+        status = trial.info.status or trial.state.lower()
         why = f": {trial.error}" if trial.error else ""
         raise ReportError(f"trial {trial.number} of study {results.name!r} has no run record "
                           f"(status {status}{why}); nothing to export")
@@ -87,7 +87,7 @@ def _write_text(out: Path, text: str) -> None:
 def _header(results: StudyResults, trial: TrialResult) -> str:
     record = trial.record
     assert record is not None
-    parts = [f"status {trial.info.get('status') or trial.state.lower()}"]
+    parts = [f"status {trial.info.status or trial.state.lower()}"]
     if record.val_accuracy is not None:
         parts.append(f"validation {record.val_accuracy:.2%}")
     if record.test_accuracy is not None:
@@ -104,7 +104,7 @@ def _weights(results: StudyResults, trial: TrialResult) -> dict[str, Any]:
 
     from dwsearch.train.checkpoint import load_checkpoint
 
-    kept = trial.info.get("weights")
+    kept = trial.info.weights
     if not kept:
         raise ReportError(
             f"trial {trial.number} of study {results.name!r} kept no weights (the study ran "
@@ -214,7 +214,7 @@ def _export_onnx(results: StudyResults, trial: TrialResult, path: Path, *,
     import torch
 
     weights = None
-    if not (untrained and not trial.info.get("weights")):
+    if not (untrained and not trial.info.weights):
         weights = _weights(results, trial)
     model = _model(results, trial, weights)
     spec = _spec(results, trial)

@@ -9,8 +9,8 @@ The rules of what counts (also printed in every report):
 * A reused result (``reused_from``: copied from an identical earlier run) is a real trial and
   counts, marked ``reused``; but a second run of the same configuration with the same seed
   adds no information, so only the first of those enters the statistics.
-* Pruned, failed, diverged, infeasible, killed and running trials are listed with the reason
-  and never enter statistics or fronts.
+* Pruned, failed, diverged, infeasible, killed, interrupted and running trials are listed
+  with the reason and never enter statistics or fronts.
 
 Only :mod:`dwsearch.records` data is read: no torch, no models.
 """
@@ -100,15 +100,15 @@ def _short(value: Any) -> str:
 
 
 def _status(trial: TrialResult) -> str:
-    status = trial.info.get("status")
-    return str(status) if status else _STATE_STATUS.get(trial.state, trial.state.lower())
+    status = trial.info.status
+    return status if status else _STATE_STATUS.get(trial.state, trial.state.lower())
 
 
 def _exclusion(trial: TrialResult, status: str) -> str | None:
     """Why a trial stays out of statistics and fronts (None: it counts)."""
     record = trial.record
     if trial.superseded:
-        return f"superseded: retried as trial {trial.info.get('retried_as')}"
+        return f"superseded: retried as trial {trial.info.retried_as}"
     if trial.state == "PRUNED" or status == "pruned":
         epochs = len(record.epochs) if record is not None else 0
         return f"pruned after epoch {epochs}" if epochs else "pruned"
@@ -141,18 +141,19 @@ def _trial_row(trial: TrialResult, objectives: Sequence[str]) -> dict[str, Any]:
         "trial": trial.number,
         "state": trial.state,
         "status": status,
-        "role": info.get("role"),
-        "factor": info.get("factor"),
-        "slot": info.get("slot"),
-        "repeat": info.get("repeat"),
-        "seed": info.get("seed", record.seed if record is not None else None),
-        "config_hash": info.get("config_hash") or (record.spec_hash if record else None),
+        "role": info.role,
+        "factor": info.factor,
+        "slot": info.slot,
+        "repeat": info.repeat,
+        "seed": info.seed if info.seed is not None else (
+            record.seed if record is not None else None),
+        "config_hash": info.config_hash or (record.spec_hash if record else None),
         "config": json.dumps(dict(config), sort_keys=True, default=str),
-        "reused_from": info.get("reused_from"),
-        "retry_of": info.get("retry_of"),
-        "retried_as": info.get("retried_as"),
-        "worker": info.get("worker"),
-        "weights": info.get("weights"),
+        "reused_from": info.reused_from,
+        "retry_of": info.retry_of,
+        "retried_as": info.retried_as,
+        "worker": info.worker,
+        "weights": info.weights,
         "error": trial.error,
         "started": trial.started,
         "finished": trial.finished,

@@ -226,8 +226,9 @@ def _summary(frames: StudyFrames) -> Section:
         "status": states["status"].astype(str),
         "trials": states["trials"].map(count),
         "in the statistics": states["in_statistics"].map(count),
-    }), caption="Trials by status. Pruned, failed, diverged, infeasible, killed and "
-                "superseded trials are listed (last section) but never enter statistics or "
+    }), caption="Trials by status. Pruned, failed, diverged, infeasible, killed, "
+                "interrupted and superseded trials (killed or interrupted, then retried as "
+                "another trial) are listed (last section) but never enter statistics or "
                 "fronts."))
     configs = frames.configs
     if not configs.empty and configs["val_mean"].notna().any():

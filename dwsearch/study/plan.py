@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dwsearch.errors import DwsearchError, StudyError
+from dwsearch.metrics import before_training, broken_constraints
+from dwsearch.records import TrialInfo
 from dwsearch.spec import ModelSpec
 from dwsearch.study.config import StudyConfig, config_defaults
 from dwsearch.study.space import Space, config_hash
@@ -117,15 +119,15 @@ def _check_configuration(space: Space, config: Mapping[str, Any], where: str) ->
 
 
 def _constraint_failures(plan_config: StudyConfig, spec: ModelSpec) -> str | None:
+    """The constraints ``spec`` breaks on the costs known before training (latency, which
+    needs a timing, is checked when the trial runs)."""
     if not plan_config.constraints:
         return None
     from dwsearch.costs import profile
 
-    costs = profile(spec)
-    measured = {"params": costs.params, "macs": costs.macs, "activations": costs.activations,
-                "saved_bytes": costs.saved_bytes}
-    broken = [str(c) for c in plan_config.constraints
-              if c.metric in measured and not c.holds(measured[c.metric])]
+    names = [c.metric for c in plan_config.constraints]
+    broken = broken_constraints(plan_config.constraints,
+                                before_training(profile(spec), None, names))
     return ", ".join(broken) or None
 
 
@@ -400,8 +402,9 @@ def _planned(handle: StudyHandle) -> int:
         if planned is not None:
             return int(planned)
         if handle.created or time.monotonic() > deadline:
-            slots = [t.user_attrs.get(INFO_KEY, {}).get("slot", -1) for t in handle.trials()]
-            return max(slots, default=-1) + 1
+            slots = [TrialInfo.from_attrs(t.user_attrs.get(INFO_KEY)).slot
+                     for t in handle.trials()]
+            return max((s for s in slots if s is not None), default=-1) + 1
         time.sleep(1.0)
 
 
@@ -421,29 +424,25 @@ def lay_out_slots(handle: StudyHandle, plan: Plan, start: int, stop: int) -> Non
     study = handle.study
     for index in range(start, stop):
         slot = plan.slots[index]
-        info: dict[str, Any] = {"format": 1, "slot": index, "repeat": slot.repeat,
-                                "role": slot.role, "factor": slot.factor}
-        params: dict[str, Any] = {}
-        if slot.config is not None:
-            info["config"] = dict(slot.config)
-            info["config_hash"] = config_hash(slot.config)
-            params = dict(slot.config)
-        study.enqueue_trial(params, user_attrs={INFO_KEY: info})
+        config = dict(slot.config) if slot.config is not None else None
+        info = TrialInfo(slot=index, repeat=slot.repeat, role=slot.role, factor=slot.factor,
+                         config=config,
+                         config_hash=config_hash(config) if config is not None else None)
+        study.enqueue_trial(config or {}, user_attrs={INFO_KEY: info.to_attrs()})
     if stop > start or handle.system_attr(PLANNED_KEY) is None:
         handle.set_system_attr(PLANNED_KEY, max(start, stop))
 
 
-def lay_out_next(handle: StudyHandle, plan: Plan, claimed: Mapping[str, Any] | None) -> None:
+def lay_out_next(handle: StudyHandle, plan: Plan, claimed: TrialInfo | None) -> None:
     """Lay out the next batch when a worker has just claimed the slot half-way through the
     last one. Each slot is claimed by exactly one worker, so exactly one worker lays out
     each batch, with no lock. ``claimed=None`` is a worker that found nothing left to run
     while slots remain unlaid (the worker due to lay them out died at that instant)."""
     if claimed is not None:
-        slot = claimed.get("slot")
-        first_time = claimed.get("retry_of") is None and not claimed.get(
-            "replaces_a_failed_sample") and claimed.get("repeat", 0) == 0
-        if not (isinstance(slot, int) and first_time
-                and slot % LAYOUT_BATCH == LAYOUT_BATCH // 2):
+        slot = claimed.slot
+        first_time = (claimed.retry_of is None and not claimed.replaces_a_failed_sample
+                      and claimed.repeat == 0)
+        if not (slot is not None and first_time and slot % LAYOUT_BATCH == LAYOUT_BATCH // 2):
             return
         start = (slot // LAYOUT_BATCH + 1) * LAYOUT_BATCH
     else:

@@ -7,12 +7,12 @@ second. Optuna is imported here only to read the storage.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from dwsearch.errors import RecordError, StudyError
-from dwsearch.records import RunRecord
+from dwsearch.records import RunRecord, TrialInfo
 from dwsearch.study.storage import (
     ERROR_KEY,
     INFO_KEY,
@@ -35,7 +35,7 @@ class TrialResult:
     state: str  # "COMPLETE", "PRUNED", "FAIL", "RUNNING" or "WAITING"
     values: tuple[float, ...] | None  # objective values, in the study's objective order
     params: Mapping[str, Any]  # Optuna's params: the choices made for this trial
-    info: Mapping[str, Any]  # dwsearch's trial attributes: slot, repeat, seed, config, role...
+    info: TrialInfo  # dwsearch's identity of the trial: slot, repeat, seed, config, status...
     record: RunRecord | None  # the run record (partial for pruned trials); None if none
     error: str | None  # one line: why it failed
     started: str | None  # ISO 8601
@@ -44,13 +44,12 @@ class TrialResult:
     @property
     def config(self) -> Mapping[str, Any]:
         """The configuration's choices (dimension -> value), as the study file names them."""
-        value = self.info.get("config", self.params)
-        return value if isinstance(value, Mapping) else {}
+        return self.info.config if self.info.config is not None else self.params
 
     @property
     def superseded(self) -> bool:
         """A trial whose worker died or was interrupted, retried as another trial."""
-        return self.info.get("retried_as") is not None
+        return self.info.superseded
 
 
 @dataclass(frozen=True)
@@ -95,18 +94,27 @@ def _trial(frozen: Any) -> TrialResult:
         except (TypeError, ValueError) as err:
             raise RecordError(f"trial {frozen.number}: unreadable record ({err})") from err
     values = tuple(float(v) for v in frozen.values) if frozen.values is not None else None
-    info = attrs.get(INFO_KEY)
+    info = TrialInfo.from_attrs(attrs.get(INFO_KEY), f"trial {frozen.number}")
     return TrialResult(
         number=frozen.number,
         state=frozen.state.name,
         values=values,
         params=dict(frozen.params),
-        info=dict(info) if isinstance(info, Mapping) else {},
+        info=info,
         record=record,
         error=attrs.get(ERROR_KEY),
         started=frozen.datetime_start.isoformat() if frozen.datetime_start else None,
         finished=frozen.datetime_complete.isoformat() if frozen.datetime_complete else None,
     )
+
+
+def _link_retries(trials: list[TrialResult]) -> tuple[TrialResult, ...]:
+    """Fill in ``retried_as`` of each killed or interrupted trial from its retry's
+    ``retry_of`` (Optuna freezes a finished trial, so the link is stored on the retry)."""
+    retried_as = {t.info.retry_of: t.number for t in trials if t.info.retry_of is not None}
+    return tuple(
+        replace(t, info=t.info.replace(retried_as=retried_as[t.number]))
+        if t.number in retried_as else t for t in trials)
 
 
 def load_results(name: str, storage: str | None = None) -> StudyResults:
@@ -122,7 +130,7 @@ def load_results(name: str, storage: str | None = None) -> StudyResults:
         raise StudyError(f"storage {describe_url(url)}: no study named {name!r}; it holds: "
                          f"{', '.join(known) or 'none'}") from err
     meta = study.user_attrs.get(STUDY_KEY, {})
-    trials = tuple(_trial(t) for t in study.get_trials(deepcopy=False))
+    trials = _link_retries([_trial(t) for t in study.get_trials(deepcopy=False)])
     return StudyResults(
         name=name,
         storage=describe_url(url),

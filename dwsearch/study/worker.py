@@ -25,19 +25,19 @@ not moved for ``grace`` seconds of its own clock, so clocks of different machine
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dwsearch.data.config import DataConfig
 from dwsearch.errors import ConfigError, DwsearchError, StudyError, reason
-from dwsearch.records import RunRecord
+from dwsearch.records import RunRecord, TrialInfo
+from dwsearch.study import objective
 from dwsearch.study.plan import (
     REPLACED_KEY,
     Plan,
@@ -137,12 +137,12 @@ class TrialEvent:
     overhead_seconds: float = 0.0
 
 
-class _Infeasible(Exception):
-    """A configuration over a constraint, found before training."""
-
-
 class _TakenOver(Exception):
     """Another worker finished the running trial (it took this worker for dead)."""
+
+    def __init__(self, info: TrialInfo | None = None) -> None:
+        super().__init__("taken over by another worker")
+        self.info = info
 
 
 class _Heartbeat:
@@ -272,7 +272,9 @@ class StudyData:
 
 
 class Worker:
-    """Runs trials of one study until no slot is left (or its timeout passes)."""
+    """Runs trials of one study until no slot is left (or its timeout passes): claims a slot,
+    keeps its heartbeat, runs the objective (:mod:`dwsearch.study.objective`), tells the
+    storage what came out, and lays out again the slots of trials that could not finish."""
 
     def __init__(self, plan: Plan, handle: StudyHandle, options: WorkerOptions,
                  on_event: Callable[[TrialEvent], None] | None = None,
@@ -324,8 +326,7 @@ class Worker:
                 trial_id = self._pop()
             if trial_id is None and self.plan.open_ended:
                 trial_id = self.storage.create_new_trial(self.handle.study_id)
-                self.storage.set_trial_user_attr(trial_id, INFO_KEY, {
-                    "format": 1, "slot": None, "repeat": 0, "role": "sample", "factor": None})
+                self._write_info(trial_id, TrialInfo(status="running"))
             if trial_id is None:
                 if self._others_running():
                     self._watch()
@@ -342,6 +343,12 @@ class Worker:
                     f"the constraints or narrow the space")
         return self.ran
 
+    def _info(self, trial: Any) -> TrialInfo:
+        return TrialInfo.from_attrs(trial.user_attrs.get(INFO_KEY), f"trial {trial.number}")
+
+    def _write_info(self, trial_id: int, info: TrialInfo) -> None:
+        self.storage.set_trial_user_attr(trial_id, INFO_KEY, info.to_attrs())
+
     def _pop(self) -> int | None:
         """Claim the first waiting slot this plan runs (atomically: Optuna's WAITING ->
         RUNNING). Slots laid out for a larger ``n_trials`` than this run's stay waiting."""
@@ -350,13 +357,13 @@ class Worker:
         waiting = self.handle.trials(states=(optuna.trial.TrialState.WAITING,))
         limit = None if self.plan.open_ended else len(self.plan.slots)
         for trial in sorted(waiting, key=lambda t: t.number):
-            slot = trial.user_attrs.get(INFO_KEY, {}).get("slot")
-            if limit is not None and isinstance(slot, int) and slot >= limit:
+            info = self._info(trial)
+            if limit is not None and info.slot is not None and info.slot >= limit:
                 continue
             try:
                 if self.storage.set_trial_state_values(
                         trial._trial_id, state=optuna.trial.TrialState.RUNNING):
-                    lay_out_next(self.handle, self.plan, trial.user_attrs.get(INFO_KEY, {}))
+                    lay_out_next(self.handle, self.plan, info)
                     return int(trial._trial_id)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
@@ -375,14 +382,15 @@ class Worker:
 
         host = socket.gethostname()
         for trial in self.handle.trials(states=(optuna.trial.TrialState.RUNNING,)):
-            worker = str(trial.user_attrs.get(INFO_KEY, {}).get("worker") or "")
+            worker = self._info(trial).worker or ""
             name, _, pid = worker.rpartition(":")
             if name == host and pid.isdigit() and not _pid_alive(int(pid)):
                 self._requeue(trial, "killed",
                               f"its worker {worker} is gone (process ended without finishing)")
 
     def _watch(self) -> None:
-        """Requeue trials whose heartbeat has not moved for ``grace`` seconds."""
+        """Requeue trials whose heartbeat has not moved for ``grace`` seconds (and for at
+        least :data:`GRACE_BEATS` of their own worker's heartbeats)."""
         import optuna
 
         now = time.monotonic()
@@ -399,7 +407,7 @@ class Worker:
             grace = max(self.options.grace, GRACE_BEATS * every if isinstance(
                 every, (int, float)) else 0.0)
             if now - seen[1] > grace:
-                worker = trial.user_attrs.get(INFO_KEY, {}).get("worker", "?")
+                worker = self._info(trial).worker or "?"
                 self._requeue(trial, "killed", f"its worker {worker} stopped answering (no "
                                                f"heartbeat for {grace:g} s)")
         for number in set(self._watched) - alive:
@@ -407,14 +415,14 @@ class Worker:
         self._recover_local()
 
     def _requeue(self, trial: Any, status: str, why: str) -> None:
-        """Fail ``trial`` (if nobody else did first) and lay its slot out again."""
+        """Fail another worker's ``trial`` (if nobody else did first) and lay its slot out
+        again."""
         import optuna
 
-        info = dict(trial.user_attrs.get(INFO_KEY, {}))
+        info = self._info(trial).replace(status=status)
         try:
             self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, f"{status}: {why}")
-            self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, {**info,
-                                                                         "status": status})
+            self._write_info(trial._trial_id, info)
             won = self.storage.set_trial_state_values(trial._trial_id,
                                                       state=optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -422,33 +430,33 @@ class Worker:
         if not won:
             return
         self._enqueue_retry(trial.number, dict(trial.params), info)
-        self.on_event(TrialEvent(trial.number, "FAIL", status, info.get("config", {}),
+        self.on_event(TrialEvent(trial.number, "FAIL", status, info.config or {},
                                  message=f"{why}; laid out again"))
 
-    def _enqueue_retry(self, number: int, params: dict[str, Any], info: Mapping[str, Any]
-                       ) -> None:
-        keep = {k: info[k] for k in ("format", "slot", "repeat", "role", "factor", "config",
-                                     "config_hash") if k in info}
-        self.study.enqueue_trial(params, user_attrs={INFO_KEY: {**keep, "retry_of": number}})
+    def _enqueue_retry(self, number: int, params: dict[str, Any], info: TrialInfo) -> None:
+        """The slot of trial ``number`` again, with its configuration (the retry carries
+        ``retry_of``; the report derives the failed trial's ``retried_as`` from it)."""
+        retry = TrialInfo(slot=info.slot, repeat=info.repeat, role=info.role,
+                          factor=info.factor, config=info.config,
+                          config_hash=info.config_hash, retry_of=number,
+                          replaces_a_failed_sample=info.replaces_a_failed_sample)
+        self.study.enqueue_trial(params, user_attrs={INFO_KEY: retry.to_attrs()})
 
     # -- one trial --------------------------------------------------------------------------
     def _run_trial(self, trial_id: int) -> None:
         import optuna
 
         trial = optuna.trial.Trial(self.study, trial_id)
-        info = dict(trial.user_attrs.get(INFO_KEY, {}))
-        info.update(worker=self.options.worker_id, status="running")
+        info = self._info(trial).replace(worker=self.options.worker_id, status="running")
         started = time.monotonic()
         with _Heartbeat(self.storage, trial_id, self.options.heartbeat,
                         self.options.worker_id) as heartbeat:
             try:
-                self.storage.set_trial_user_attr(trial_id, INFO_KEY, info)
+                self._write_info(trial_id, info)
                 self._execute(trial, info, started, heartbeat)
                 self._bugs_in_a_row = 0
-            except optuna.exceptions.UpdateFinishedTrialError:
-                self._taken_over(trial, info, started)
-            except _TakenOver:
-                self._taken_over(trial, info, started)
+            except (optuna.exceptions.UpdateFinishedTrialError, _TakenOver) as taken:
+                self._taken_over(trial, getattr(taken, "info", info), started)
             except KeyboardInterrupt:
                 self._give_back(trial, info, "interrupted", "interrupted by the user (Ctrl-C)")
                 raise
@@ -466,53 +474,52 @@ class Worker:
                     raise StudyError(f"three trials in a row failed unexpectedly (their slots "
                                      f"are laid out again); the last: {reason(err)}") from err
 
-    def _taken_over(self, trial: Any, info: Mapping[str, Any], started: float) -> None:
+    def _taken_over(self, trial: Any, info: TrialInfo, started: float) -> None:
         """Another worker finished this trial for dead (it heard no heartbeat in its grace)
         and laid its slot out again: this run's result is discarded, the study goes on."""
-        if info.get("weights"):  # this run's own checkpoint: the retry keeps its own
-            Path(str(info["weights"])).unlink(missing_ok=True)
+        if info.weights:  # this run's own checkpoint: the retry keeps its own
+            Path(info.weights).unlink(missing_ok=True)
         self.on_event(TrialEvent(
-            trial.number, "FAIL", "taken over", info.get("config", {}),
+            trial.number, "FAIL", "taken over", info.config or {},
             seconds=time.monotonic() - started,
             message="another worker took this trial for dead (no heartbeat within its "
                     "grace) and retried it; this run's result is discarded"))
 
-    def _give_back(self, trial: Any, info: dict[str, Any], status: str, why: str) -> None:
+    def _give_back(self, trial: Any, info: TrialInfo, status: str, why: str) -> None:
         """Fail the trial with ``why`` and lay its slot out again (Ctrl-C, or a failure of
         the machine rather than of the configuration)."""
         import optuna
 
+        info = info.replace(status=status)
         try:
             self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, f"{status}: {why}")
-            self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY,
-                                             {**info, "status": status})
+            self._write_info(trial._trial_id, info)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return
         self._enqueue_retry(trial.number, dict(trial.params), info)
-        self.on_event(TrialEvent(trial.number, "FAIL", status, info.get("config", {}),
+        self.on_event(TrialEvent(trial.number, "FAIL", status, info.config or {},
                                  message=f"{why}; laid out again"))
 
-    def _fail(self, trial: Any, info: dict[str, Any], status: str, why: str,
+    def _fail(self, trial: Any, info: TrialInfo, status: str, why: str,
               started: float, record: RunRecord | None = None) -> None:
         import optuna
 
-        info["status"] = status
-        if status == "infeasible" and info.get("role") == "sample":
+        info = info.replace(status=status)
+        if status == "infeasible" and info.role == "sample":
             self._infeasible_in_a_row += 1
             self._last_infeasible = why
-        self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
+        self._write_info(trial._trial_id, info)
         self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, why)
         if record is not None:
             self.storage.set_trial_user_attr(trial._trial_id, RECORD_KEY, record.to_dict())
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        if status in ("infeasible", "error") and info.get("role") == "sample" and (
-                info.get("repeat", 0) == 0):
-            self._replace_sample(info.get("slot"))
-        self.on_event(TrialEvent(trial.number, "FAIL", status, info.get("config", {}),
+        if status in ("infeasible", "error") and info.role == "sample" and info.repeat == 0:
+            self._replace_sample(info.slot)
+        self.on_event(TrialEvent(trial.number, "FAIL", status, info.config or {},
                                  seconds=time.monotonic() - started, message=why))
 
-    def _replace_sample(self, slot: Any) -> None:
+    def _replace_sample(self, slot: int | None) -> None:
         """A fresh empty slot for a sampled configuration that could not run, so the study
         still trains n_trials; bounded, in case the sampler keeps proposing bad ones."""
         if self.plan.open_ended:
@@ -521,127 +528,116 @@ class Worker:
         if replaced >= max(20, 2 * self.plan.configurations):
             return
         self.handle.set_system_attr(REPLACED_KEY, replaced + 1)
-        self.study.enqueue_trial({}, user_attrs={INFO_KEY: {
-            "format": 1, "slot": slot, "repeat": 0, "role": "sample", "factor": None,
-            "replaces_a_failed_sample": True}})
+        fresh = TrialInfo(slot=slot, role="sample", replaces_a_failed_sample=True)
+        self.study.enqueue_trial({}, user_attrs={INFO_KEY: fresh.to_attrs()})
 
-    def _execute(self, trial: Any, info: dict[str, Any], started: float,
+    def _execute(self, trial: Any, info: TrialInfo, started: float,
                  heartbeat: _Heartbeat) -> None:
         import optuna
 
-        from dwsearch.run import train_spec
-
         space = self.plan.space
         suggest = _OptunaSuggest(trial)
-        if "config" in info:
-            config = dict(info["config"])
+        if info.config is not None:
+            config = dict(info.config)
             space.record(config, suggest)
         else:
             config = space.suggest(suggest)
-            info["config"] = config
-            info["config_hash"] = config_hash(config)
+            info = info.replace(config=config, config_hash=config_hash(config))
             self._enqueue_repeats(info)
-        spec, train_changes = space.apply(config)
-        if set(config) - {"model"}:
-            spec = type(spec)(spec.input_shape, spec.num_classes, spec.layers, None)
-        repeat = int(info.get("repeat", 0))
-        seed = derive_seed(self.config.model.seed, repeat,
+        seed = derive_seed(self.config.model.seed, info.repeat,
                            trial.number if self.config.model.seeds == "per_trial" else None)
-        train = self.config.train_config(**train_changes, seed=seed, device=self.options.device,
-                                         threads=self.options.threads)
-        data = self.data.config()
-        run_key = self._run_key(spec.hash(), train, data)
-        info.update(seed=seed, run_key=run_key)
-        self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
+        run = objective.prepare(self.config, space, config, seed=seed,
+                                device=self.options.device, threads=self.options.threads,
+                                data=self.data.config(), device_kind=self._device)
+        info = info.replace(seed=seed, run_key=run.key)
+        self._write_info(trial._trial_id, info)
 
-        reused = self._find_reusable(run_key)
+        reused = self._find_reusable(run.key)
         if reused is not None:
             self._reuse(trial, info, reused, started)
             return
 
-        splits = self.data.splits(spec)
+        splits = self.data.splits(run.spec)
         pruned: list[str] = []
         costs: dict[str, Any] = {}  # filled by the check: when costs were known, the MACs
-        check = self._constraint_check(costs)
+        check = objective.constraint_check(self.config.constraints, costs)
         pruner = self._pruner(trial, pruned, costs, heartbeat)
         weights = None
         if self.config.model.keep_weights:
             weights = self._weights_path(trial.number)
-            info["weights"] = str(weights)
+            info = info.replace(weights=str(weights))
         run_started = time.monotonic()
         try:
-            record = train_spec(
-                spec, splits, train, test=self.config.model.test, callbacks=[pruner],
-                progress=False, latency=self.measure_latency, data_config=data,
-                extra={"study": self.config.name, "trial": trial.number, "repeat": repeat,
-                       "config": config},
-                check=check, checkpoint=weights,
-            )
-        except _Infeasible as err:
+            record = objective.train(
+                run, splits, test=self.config.model.test, callbacks=[pruner],
+                latency=self.measure_latency, check=check, checkpoint=weights,
+                extra={"study": self.config.name, "trial": trial.number,
+                       "repeat": info.repeat, "config": config})
+        except objective.Infeasible as err:
             self._fail(trial, info, "infeasible", str(err), started)
             return
+        except _TakenOver as err:
+            err.info = info  # with the weights this run wrote
+            raise
+        try:
+            self._tell(trial, info, record, config, started, run_started, costs, heartbeat,
+                       pruned)
+        except optuna.exceptions.UpdateFinishedTrialError as err:
+            raise _TakenOver(info) from err
+
+    def _tell(self, trial: Any, info: TrialInfo, record: RunRecord, config: Mapping[str, Any],
+              started: float, run_started: float, costs: Mapping[str, Any],
+              heartbeat: _Heartbeat, pruned: list[str]) -> None:
+        """Store a finished run's record and tell Optuna how it ended."""
+        import optuna
+
         self._infeasible_in_a_row = 0
         if heartbeat.taken_over.is_set():
-            raise _TakenOver
+            raise _TakenOver(info)
         run_seconds = time.monotonic() - run_started
         total = time.monotonic() - started
         # Overhead: everything but training, validation and the test evaluation: sampling,
         # storage writes, building and profiling the model, measuring its latency.
         profiling = costs["at"] - run_started if "at" in costs else 0.0
-        info["trial_seconds"] = round(total, 3)
-        info["overhead_seconds"] = round(total - run_seconds + profiling, 3)
+        info = info.replace(trial_seconds=round(total, 3),
+                            overhead_seconds=round(total - run_seconds + profiling, 3))
         if record.status == "diverged":
             self._fail(trial, info, "diverged", record.message, started, record)
             return
         self.storage.set_trial_user_attr(trial._trial_id, RECORD_KEY, record.to_dict())
         if pruned:
-            info["status"] = "pruned"
-            self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
+            info = info.replace(status="pruned")
+            self._write_info(trial._trial_id, info)
             self.storage.set_trial_user_attr(trial._trial_id, ERROR_KEY, pruned[0])
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             self._emit(trial.number, "PRUNED", "pruned", config, record, total, pruned[0], info)
             return
-        info["status"] = "completed"
-        self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
-        self.study.tell(trial, values=self._values(record))
+        info = info.replace(status="completed")
+        self._write_info(trial._trial_id, info)
+        self.study.tell(trial, values=objective.values(self.config.objectives, record))
         self._emit(trial.number, "COMPLETE", "completed", config, record, total, "", info)
 
     def _emit(self, number: int, state: str, status: str, config: Mapping[str, Any],
-              record: RunRecord, seconds: float, message: str, info: Mapping[str, Any]) -> None:
+              record: RunRecord, seconds: float, message: str, info: TrialInfo) -> None:
         self.on_event(TrialEvent(number, state, status, config, record.val_accuracy,
-                                 record.macs, seconds, message,
-                                 float(info.get("overhead_seconds", 0.0))))
+                                 record.macs, seconds, message, info.overhead_seconds or 0.0))
 
-    def _enqueue_repeats(self, info: Mapping[str, Any]) -> None:
+    def _enqueue_repeats(self, info: TrialInfo) -> None:
         """The other repeats of a freshly sampled configuration, as fixed slots; skipped for
         repeats that exist already (a retried trial must not add them twice)."""
         repeats = self.config.model.repeats
-        if repeats == 1 or int(info.get("repeat", 0)) != 0:
+        if repeats == 1 or info.repeat != 0 or info.config is None:
             return
-        existing = {
-            t.user_attrs.get(INFO_KEY, {}).get("repeat") for t in self.handle.trials()
-            if t.user_attrs.get(INFO_KEY, {}).get("config_hash") == info["config_hash"]
-        }
+        existing = {self._info(t).repeat for t in self.handle.trials()
+                    if self._info(t).config_hash == info.config_hash}
         for r in range(1, repeats):
             if r not in existing:
-                self.study.enqueue_trial(dict(info["config"]), user_attrs={INFO_KEY: {
-                    "format": 1, "slot": info.get("slot"), "repeat": r, "role": "sample",
-                    "factor": None, "config": dict(info["config"]),
-                    "config_hash": info["config_hash"]}})
+                repeat = TrialInfo(slot=info.slot, repeat=r, role="sample",
+                                   config=dict(info.config), config_hash=info.config_hash)
+                self.study.enqueue_trial(dict(info.config),
+                                         user_attrs={INFO_KEY: repeat.to_attrs()})
 
     # -- reuse ------------------------------------------------------------------------------
-    def _run_key(self, spec_hash: str, train: Any, data: DataConfig) -> str:
-        recipe = asdict(train)
-        for runtime in ("threads", "compile", "channels_last"):
-            recipe.pop(runtime)  # how fast, not what is trained
-        recipe["device"] = self._device.split(":")[0]
-        data_fields = asdict(data)
-        data_fields.pop("download")
-        payload = {"spec": spec_hash, "train": recipe, "data": data_fields,
-                   "test": self.config.model.test}
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
-
     def _find_reusable(self, run_key: str) -> Any | None:
         import optuna
 
@@ -650,23 +646,22 @@ class Worker:
                 if t.number in self._known_complete:
                     continue
                 self._known_complete.add(t.number)
-                key = t.user_attrs.get(INFO_KEY, {}).get("run_key")
+                key = self._info(t).run_key
                 if key and RECORD_KEY in t.user_attrs:
                     self._run_keys.setdefault(key, t)
         return self._run_keys.get(run_key)
 
-    def _reuse(self, trial: Any, info: dict[str, Any], source: Any, started: float) -> None:
+    def _reuse(self, trial: Any, info: TrialInfo, source: Any, started: float) -> None:
         record = RunRecord.from_dict(source.user_attrs[RECORD_KEY],
                                      where=f"trial {source.number}")
-        info.update(status="completed", reused_from=source.number,
-                    trial_seconds=round(time.monotonic() - started, 3))
-        kept = source.user_attrs.get(INFO_KEY, {}).get("weights")
-        if kept:  # the same run: its weights are this trial's too
-            info["weights"] = kept
-        self.storage.set_trial_user_attr(trial._trial_id, INFO_KEY, info)
+        # The same run: its weights are this trial's too.
+        info = info.replace(status="completed", reused_from=source.number,
+                            trial_seconds=round(time.monotonic() - started, 3),
+                            weights=self._info(source).weights)
+        self._write_info(trial._trial_id, info)
         self.storage.set_trial_user_attr(trial._trial_id, RECORD_KEY, record.to_dict())
         self.study.tell(trial, values=list(source.values))
-        self.on_event(TrialEvent(trial.number, "COMPLETE", "reused", info.get("config", {}),
+        self.on_event(TrialEvent(trial.number, "COMPLETE", "reused", info.config or {},
                                  record.val_accuracy, record.macs,
                                  time.monotonic() - started,
                                  f"same run as trial {source.number}: result reused"))
@@ -683,24 +678,7 @@ class Worker:
             path = path.with_name(f"{self.config.name}-{token}-trial-{number}.pt")
         return path
 
-    # -- pieces of a run --------------------------------------------------------------------
-    def _constraint_check(self, known: dict[str, Any]) -> Callable[[Any, Any], None]:
-        constraints = self.config.constraints
-
-        def check(costs: Any, timing: Any) -> None:
-            known.update(at=time.monotonic(), macs=costs.macs)
-            measured = {"params": costs.params, "macs": costs.macs,
-                        "activations": costs.activations, "saved_bytes": costs.saved_bytes,
-                        "latency": timing.median_ms if timing is not None else None}
-            broken = [str(c) for c in constraints
-                      if measured.get(c.metric) is not None and not c.holds(measured[c.metric])]
-            if broken:
-                shown = ", ".join(f"{m} {measured[m]:,.4g}" for m in
-                                  dict.fromkeys(c.metric for c in constraints))
-                raise _Infeasible(f"over the constraints {', '.join(broken)} ({shown})")
-
-        return check
-
+    # -- pruning ------------------------------------------------------------------------------
     def _pruner(self, trial: Any, pruned: list[str], costs: Mapping[str, Any],
                 heartbeat: _Heartbeat) -> Callable[[Any], None]:
         from dwsearch.train.loop import StopTraining
@@ -734,17 +712,3 @@ class Worker:
             if all(v is not None for v in curve):
                 self._peer_cache[t.number] = (int(raw.get("macs", 0)), curve)
         return list(self._peer_cache.values())
-
-    def _values(self, record: RunRecord) -> list[float]:
-        out = []
-        for objective in self.config.objectives:
-            value = {"val_accuracy": record.val_accuracy,
-                     "best_val_accuracy": record.best_val_accuracy,
-                     "params": record.params, "macs": record.macs,
-                     "activations": record.activations, "saved_bytes": record.saved_bytes,
-                     "latency": record.latency_ms}[objective.metric]
-            if value is None:
-                raise StudyError(f"objective {objective} was not measured (no validation split "
-                                 f"or latency off)")
-            out.append(float(value))
-        return out

@@ -1,0 +1,111 @@
+"""The metrics a study can optimize, constrain and report: one table, one entry per metric.
+
+Each :class:`Metric` says its name (as study files write it), its default direction, its unit
+and label, how it is read from a run record, how it is read from the costs known before
+training (if it is), whether it may be an objective or a constraint, and which column of the
+report's per-configuration table holds it. The study config validates objectives and
+constraints against it, the objective reads values and checks constraints through it, and the
+report finds its columns in it: a new metric is one entry here.
+
+This module imports only the standard library and :mod:`dwsearch.records` (no torch, no
+Optuna, no pandas), so the report reads it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dwsearch.records import RunRecord
+
+__all__ = ["METRICS", "Metric", "before_training", "broken_constraints", "constraint_metrics",
+           "objective_metrics"]
+
+
+def _field(name: str) -> Callable[[RunRecord], float | None]:
+    def read(record: RunRecord) -> float | None:
+        value = getattr(record, name)
+        return None if value is None else float(value)
+
+    return read
+
+
+def _cost(name: str) -> Callable[[Any, Any], float | None]:
+    """Read ``name`` from the costs profile known before training (params, MACs, ...)."""
+
+    def read(costs: Any, timing: Any) -> float | None:
+        value = getattr(costs, name, None)
+        return None if value is None else float(value)
+
+    return read
+
+
+def _latency_before_training(costs: Any, timing: Any) -> float | None:
+    return None if timing is None else float(timing.median_ms)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: what it is, where it is read, what it may be used for."""
+
+    name: str  # as written in study files (objectives, constraints)
+    direction: str  # "maximize" or "minimize": the default when written without :max/:min
+    unit: str  # "fraction", "parameters", "MACs", "elements", "bytes" or "ms"
+    label: str  # for people (tables, plot axes)
+    read: Callable[[RunRecord], float | None]  # its value in a run record (None: not measured)
+    # Its value from the costs (dwsearch.costs.Profile) and latency timing known before
+    # training, for metrics that are known then: a constraint on it is checked before any
+    # training and a configuration over it never trains. None: known only after training.
+    before_training: Callable[[Any, Any], float | None] | None = None
+    objective: bool = True  # may be an objective
+    constrainable: bool = False  # may be a constraint (only metrics known before training)
+    column: str | None = None  # column of the report's per-configuration table
+
+
+METRICS: Mapping[str, Metric] = {m.name: m for m in (
+    # The search sees validation accuracy only; the test set is for the report.
+    Metric("val_accuracy", "maximize", "fraction", "validation accuracy",
+           _field("val_accuracy"), column="val_mean"),
+    Metric("best_val_accuracy", "maximize", "fraction", "best validation accuracy",
+           _field("best_val_accuracy"), column="best_val_mean"),
+    Metric("params", "minimize", "parameters", "parameters", _field("params"),
+           _cost("params"), constrainable=True, column="params"),
+    Metric("macs", "minimize", "MACs", "multiply-adds per image", _field("macs"),
+           _cost("macs"), constrainable=True, column="macs"),
+    Metric("activations", "minimize", "elements", "activations per image",
+           _field("activations"), _cost("activations"), constrainable=True,
+           column="activations"),
+    Metric("saved_bytes", "minimize", "bytes", "bytes saved for backward per image",
+           _field("saved_bytes"), _cost("saved_bytes"), constrainable=True,
+           column="saved_bytes"),
+    # Median batch-1 forward latency on the worker's device (PyTorch eager), ms.
+    Metric("latency", "minimize", "ms", "latency (ms)", _field("latency_ms"),
+           _latency_before_training, constrainable=True, column="latency_ms"),
+)}
+
+
+def objective_metrics() -> list[str]:
+    return [m.name for m in METRICS.values() if m.objective]
+
+
+def constraint_metrics() -> list[str]:
+    return [m.name for m in METRICS.values() if m.constrainable]
+
+
+def broken_constraints(constraints: Iterable[Any], measured: Mapping[str, float | None]
+                       ) -> list[str]:
+    """The constraints (``dwsearch.study.config.Constraint``: ``metric`` and ``holds``) that
+    ``measured`` breaks, as written; a metric not measured breaks nothing."""
+    return [str(c) for c in constraints
+            if measured.get(c.metric) is not None and not c.holds(measured[c.metric])]
+
+
+def before_training(costs: Any, timing: Any, names: Iterable[str]) -> dict[str, float | None]:
+    """The values of ``names`` known before training, from a costs profile and a latency
+    timing (None where a metric is not known then or was not measured)."""
+    out: dict[str, float | None] = {}
+    for name in names:
+        reader = METRICS[name].before_training
+        out[name] = reader(costs, timing) if reader is not None else None
+    return out
