@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dwsearch.metrics import METRICS
 from dwsearch.records import RunRecord
 from dwsearch.report import DEFAULT_DETAIL
 from dwsearch.report.pareto import pareto_mask
@@ -43,16 +44,8 @@ __all__ = [
     "make_frames",
 ]
 
-# Study objective metric -> column of the configurations frame.
-OBJECTIVE_COLUMNS = {
-    "val_accuracy": "val_mean",
-    "best_val_accuracy": "best_val_mean",
-    "params": "params",
-    "macs": "macs",
-    "activations": "activations",
-    "saved_bytes": "saved_bytes",
-    "latency": "latency_ms",
-}
+# Study objective metric -> column of the configurations frame (from the metrics table).
+OBJECTIVE_COLUMNS = {m.name: m.column for m in METRICS.values() if m.column is not None}
 # The costs that accuracy is plotted against, each with its own front.
 COST_COLUMNS = {"params": "parameters", "macs": "MACs", "latency_ms": "latency (ms)"}
 _STATE_STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "error",
