@@ -612,3 +612,18 @@ def test_a_grid_base_given_as_choices_is_named(tmp_path: Path) -> None:
     named = frames.configs.set_index("id")["baseline"]
     assert named.loc[1] == "seed_cnn" and pd.isna(named.loc[0])
     assert frames.reference == frames.configs.set_index("id").loc[1, "config_hash"]
+
+
+def test_reports_show_no_machine_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Committed reports printed the absolute dataset and storage paths of the machine that
+    made them; paths are shown relative to the repository (the current folder) or the home
+    folder."""
+    from dwsearch.report.sections import shown_paths
+
+    repo, home = tmp_path / "work" / "repo", tmp_path / "home" / "me"
+    monkeypatch.setenv("HOME", str(home))
+    text = (f"folders at {tmp_path}/work/shared/cifar10-jpeg (JPEG); "
+            f"sqlite:///{repo}/reports/study.db; {home}/.local/share/s.db; /etc/x")
+    assert shown_paths(text, cwd=repo) == (
+        "folders at ../shared/cifar10-jpeg (JPEG); sqlite:///reports/study.db; "
+        "~/.local/share/s.db; /etc/x")

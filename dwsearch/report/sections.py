@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -196,8 +199,8 @@ def _summary(frames: StudyFrames) -> Section:
     stored_base = meta.get("base")
     base: Mapping[str, Any] = stored_base if isinstance(stored_base, Mapping) else {}
     items = [
-        f"Study {code(results.name)} from {code(meta.get('source', 'unknown'))}, stored in "
-        f"{code(mask_url(results.storage))}.",
+        f"Study {code(results.name)} from {code(shown_paths(str(meta.get('source', 'unknown'))))}"
+        f", stored in {code(shown_paths(mask_url(results.storage)))}.",
         f"Base model: **{literal(base.get('name') or 'inline spec')}**; sampler "
         f"{literal(sampler_name)}, pruner {literal(pruner_name)}; objectives: "
         f"{literal(', '.join(results.objectives) or '-')}"
@@ -253,6 +256,33 @@ def _summary(frames: StudyFrames) -> Section:
     return Section("summary", "Summary", blocks)
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/[^\s;,'\"()<>|]+")
+
+
+def shown_paths(text: str, cwd: Path | None = None) -> str:
+    """``text`` with the absolute paths in it made fit for a report that is committed and
+    shared: relative to the current folder (the repository, when reports are made from its
+    root) where that climbs at most one folder, else under the home folder as ``~/...``,
+    else as they are. The machine's own layout (``/root/...``, ``/home/me/...``) stays
+    out."""
+    here = (cwd or Path.cwd()).resolve()
+    home = Path.home().resolve()
+
+    def shorten(match: re.Match[str]) -> str:
+        # sqlite:////abs/path: the URL's three slashes stay, the path after them is shown.
+        text = match[0]
+        slashes = len(text) - len(text.lstrip("/"))
+        prefix, path = "/" * (slashes - 1), Path("/" + text.lstrip("/"))
+        relative = os.path.relpath(path, here)
+        if not relative.startswith(os.pardir + os.sep + os.pardir):
+            return prefix + relative
+        if path.is_relative_to(home) and home != Path("/"):
+            return prefix + str(Path("~") / path.relative_to(home))
+        return text
+
+    return _ABSOLUTE_PATH.sub(shorten, text)
+
+
 def _unique(values: Sequence[Any]) -> list[Any]:
     return [v for v, _ in Counter(v for v in values if v is not None
                                   and not (isinstance(v, float) and math.isnan(v))
@@ -277,7 +307,7 @@ def _setup(frames: StudyFrames, command: str) -> Section:
         created = sorted(r.created for r in records if r.created)
         bns = _unique([r.bn for r in records])
         blocks.append(Bullets([
-            f"Dataset: {literal('; '.join(map(str, sources)))}.",
+            f"Dataset: {literal(shown_paths('; '.join(map(str, sources))))}.",
             f"**{'Lossy JPEG copy' if lossy else 'Lossless data'}**: "
             + ("accuracies can sit a little below those on the official CIFAR-10 files."
                if lossy else "no run reports a lossy re-encoding."),
