@@ -624,8 +624,9 @@ def _seed_claims(frames: StudyFrames) -> Section | None:
                                        "with this study's measurements."),
         Table(claims, caption=(
             f"{verdicts.get('confirmed', 0)} confirmed, {verdicts.get('not confirmed', 0)} not "
-            f"confirmed, {verdicts.get('not measured', 0)} not measured. Speed claims hold for "
-            f"the device the study ran on only.")),
+            f"confirmed, {verdicts.get('not shown', 0)} not shown (the seeds disagree), "
+            f"{verdicts.get('not measured', 0)} not measured. Speed claims hold for the device "
+            f"the study ran on only, and are judged seed by seed.")),
     ])
 
 
