@@ -682,3 +682,49 @@ def test_value_dependent_branches_cannot_be_counted() -> None:
                               "values (Converting a tensor to a Python boolean")
     spec["layers"][1] = {"block": "bad_input_shapey"}
     assert profile(spec).layers[1].macs == 4 * 4 * 9 * 8 * 8
+
+
+# ----------------------------------------------------------------- study files
+
+STUDY: dict[str, Any] = {
+    "name": "bad",
+    "base": "seed_cnn",
+    "data": {"dataset": "imagefolder", "data_dir": "/nonexistent", "val_size": 10},
+    "objectives": ["val_accuracy", "macs"],
+    "sampler": "grid",
+}
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DWSEARCH_STUDY_DIR", str(tmp_path / "studies"))
+    return tmp_path
+
+
+def study_error(folder: Path, text: str, *args: str) -> str:
+    """The one error line of ``run-study --dry-run`` on a study file holding ``text``; nothing
+    may be created in the study folder."""
+    path = folder / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    start = time.perf_counter()
+    line = cli_error("run-study", path, "--dry-run", *args)
+    assert time.perf_counter() - start < 60
+    assert not (folder / "studies").exists()
+    assert line.startswith((f"Error: {path}", "Error: --set ")), line
+    return line
+
+
+def study_text(**changes: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump({**STUDY, **changes}, sort_keys=False)
+
+
+def test_control_characters_in_study_and_spec_files_are_one_line(study_dir: Path) -> None:
+    line = study_error(study_dir, study_text().replace("name: bad", "name: b\x07ad"))
+    assert line.endswith("bad.yaml:1: invalid YAML: character #x0007 is not allowed (of the "
+                         "control characters only tab and line breaks are; write others as "
+                         'escapes in a double-quoted string, e.g. "\\x07")')
+    spec = study_dir / "spec.yaml"
+    spec.write_text("input: [3, 8, 8]\nnum_classes: 2\x00\n")
+    assert f"{spec}:2: invalid YAML: character #x0000 is not allowed" in cli_error("show", spec)
