@@ -728,3 +728,43 @@ def test_control_characters_in_study_and_spec_files_are_one_line(study_dir: Path
     spec = study_dir / "spec.yaml"
     spec.write_text("input: [3, 8, 8]\nnum_classes: 2\x00\n")
     assert f"{spec}:2: invalid YAML: character #x0000 is not allowed" in cli_error("show", spec)
+
+
+def test_study_and_report_functions_check_their_arguments(tmp_path: Path) -> None:
+    from dwsearch.errors import ReportError, StudyError
+    from dwsearch.report import make_report, open_study, study_name_and_storage
+    from dwsearch.study import load_config, load_results, load_study_config, run_study
+    from dwsearch.study.config import parse_study_config
+    from dwsearch.study.plan import make_plan
+
+    config = parse_study_config(STUDY, "s.yaml")
+    cases: list[tuple[type[DwsearchError], Any, str]] = [
+        (StudyError, lambda: make_plan(config, n_trials="5"),
+         "make_plan: n_trials: expected an integer or null, found '5'"),
+        (StudyError, lambda: make_plan("s.yaml"),
+         "make_plan: config: expected StudyConfig, found 's.yaml'"),
+        (StudyError, lambda: load_study_config(123),
+         "load_study_config: path: expected text or Path, found 123"),
+        (StudyError, lambda: run_study("file.yaml"),
+         "run_study: config: expected StudyConfig, found 'file.yaml'; read a study file with "
+         "load_config(path) first"),
+        (StudyError, lambda: run_study(config, jobs="2"),
+         "run_study: jobs: expected an integer or null, found '2'"),
+        (StudyError, lambda: run_study(config, on_event=5),
+         "run_study: on_event: expected a function or null, found 5"),
+        (StudyError, lambda: load_config(tmp_path, overrides=[("a", 1)]),
+         "load_config: overrides: expected a mapping or null, found a value of type list"),
+        (StudyError, lambda: load_results(None), "load_results: name: expected text, found null"),
+        (StudyError, lambda: parse_study_config(STUDY, source=5),
+         "parse_study_config: source: expected text, found 5"),
+        (ReportError, lambda: make_report(config, tmp_path),
+         "make_report: results: expected StudyResults, found a value of type StudyConfig"),
+        (ReportError, lambda: make_report(), "make_report: missing a required argument: "
+                                             "'results'"),
+        (ReportError, lambda: open_study(5), "open_study: study: expected text, found 5"),
+        (ReportError, lambda: study_name_and_storage("x", storage=1.5),
+         "study_name_and_storage: storage: expected text or null, found 1.5"),
+    ]
+    for error, call, expected in cases:
+        assert raises(error, call).endswith(expected)
+    assert not list(tmp_path.iterdir())

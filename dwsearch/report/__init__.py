@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dwsearch.arguments import checked
 from dwsearch.errors import ReportError, StudyError, reason
 from dwsearch.study.results import StudyResults
 
@@ -49,6 +50,7 @@ class ReportPaths:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@checked(ReportError)
 def study_name_and_storage(study: str, storage: str | None = None) -> tuple[str, str | None]:
     """The study's name and storage from ``study``: a study file (``*.yaml``: its ``name:``
     and, unless ``storage`` is given, its ``storage:``) or a study name."""
@@ -61,6 +63,7 @@ def study_name_and_storage(study: str, storage: str | None = None) -> tuple[str,
     return study, storage
 
 
+@checked(ReportError)
 def open_study(study: str, storage: str | None = None) -> StudyResults:
     """Every trial of ``study`` (a study file or name) in ``storage`` (default: the study's
     SQLite file in the default study folder). An unknown study is a one-line
@@ -96,6 +99,7 @@ def _write(path: Path, data: bytes | str) -> None:
         raise ReportError(f"{path}: cannot write the report ({reason(err)})") from err
 
 
+@checked(ReportError)
 def make_report(results: StudyResults, out_dir: str | Path, *,
                 command: str | None = None, detail: int = DEFAULT_DETAIL) -> ReportPaths:
     """Write the report of ``results`` into ``out_dir`` (created if needed).

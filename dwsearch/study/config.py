@@ -32,6 +32,7 @@ from pydantic import (
     field_validator,
 )
 
+from dwsearch.arguments import checked
 from dwsearch.data.config import DataConfig
 from dwsearch.errors import ConfigError, StudyError
 from dwsearch.train.config import TrainConfig
@@ -464,6 +465,7 @@ def _upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
     return data
 
 
+@checked(StudyError)
 def parse_study_config(
     data: Any, source: str = "<dict>", directory: str | Path = "."
 ) -> StudyConfig:
@@ -535,6 +537,7 @@ def parse_study_config(
                        timeout)
 
 
+@checked(StudyError)
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read and validate a study file; every problem is one located :class:`StudyError`."""
     path = Path(path)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from dwsearch.arguments import checked
 from dwsearch.errors import DwsearchError, StudyError
 from dwsearch.spec import ModelSpec
 from dwsearch.study.config import StudyConfig, config_defaults
@@ -124,6 +125,7 @@ def _constraint_failures(plan_config: StudyConfig, spec: ModelSpec) -> str | Non
     return ", ".join(broken) or None
 
 
+@checked(StudyError)
 def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
     """Validate the space against the base model and lay out the slots. Enumerated studies
     build (and, with constraints, profile) every configuration here, so a bad one is a

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dwsearch.arguments import checked
 from dwsearch.errors import RecordError, StudyError
 from dwsearch.records import RunRecord
 from dwsearch.study.storage import (
@@ -108,6 +109,7 @@ def _trial(frozen: Any) -> TrialResult:
     )
 
 
+@checked(StudyError)
 def load_results(name: str, storage: str | None = None) -> StudyResults:
     """Every trial of study ``name`` in ``storage`` (default: its SQLite file)."""
     import optuna
@@ -131,6 +133,7 @@ def load_results(name: str, storage: str | None = None) -> StudyResults:
     )
 
 
+@checked(StudyError)
 def list_studies(storage: str | None = None) -> list[StudySummary]:
     """The studies in ``storage``, or, without one, in every SQLite file of the default
     study folder (``dwsearch report`` with no argument)."""
@@ -152,6 +155,7 @@ def list_studies(storage: str | None = None) -> list[StudySummary]:
     return out
 
 
+@checked(StudyError)
 def study_file_name(path: str | Path) -> str | None:
     """The ``name:`` of a study file without validating the rest (for ``dwsearch report
     FILE``); None when the file has none."""

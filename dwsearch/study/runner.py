@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dwsearch.arguments import checked
 from dwsearch.errors import DwsearchError, StudyError
 from dwsearch.study.config import StudyConfig, load_study_config, parse_study_config
 from dwsearch.study.plan import Plan, StudyHandle, make_plan, open_study
@@ -79,6 +80,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     return out
 
 
+@checked(StudyError)
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None,
                 name: str | None = None) -> StudyConfig:
     """A study file with ``--set`` overrides and an optional new name, validated."""
@@ -126,6 +128,7 @@ def _child(plan: Plan, url: str, options: WorkerOptions, events: Any) -> None:
         events.put(("bug", "".join(traceback.format_exception(err))))
 
 
+@checked(StudyError, hints={"config": "read a study file with load_config(path) first"})
 def run_study(
     config: StudyConfig,
     *,
