@@ -188,8 +188,15 @@ def _found(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < _INT64:
         return f"{value!r} (a float; write {int(value)})"
     if _is_int(value) and abs(value) >= _INT64:
-        return f"{value} (out of range)"
+        return f"{_short_int(value)} (out of range)"
     return repr(value)
+
+
+def _short_int(value: int) -> str:
+    """A huge integer without its thousand digits: ``10000...000 (401 digits)``."""
+    text = str(value)
+    digits = len(text.lstrip("-"))
+    return text if digits <= 24 else f"{text[:6]}...{text[-3:]} ({digits} digits)"
 
 
 def argument_problem(name: str, value: Any, annotation: Any | None) -> str | None:

@@ -704,10 +704,13 @@ def study_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def study_error(folder: Path, text: str, *args: str) -> str:
     """The one error line of ``run-study --dry-run`` on a study file holding ``text``; nothing
     may be created in the study folder."""
+    from test_fuzz import _address_space_cap
+
     path = folder / "bad.yaml"
     path.write_text(text, encoding="utf-8")
     start = time.perf_counter()
-    line = cli_error("run-study", path, "--dry-run", *args)
+    with _address_space_cap(4):  # a plan of a billion slots fails here, not the machine
+        line = cli_error("run-study", path, "--dry-run", *args)
     assert time.perf_counter() - start < 60
     assert not (folder / "studies").exists()
     assert line.startswith((f"Error: {path}", "Error: --set ")), line
@@ -730,6 +733,92 @@ def test_control_characters_in_study_and_spec_files_are_one_line(study_dir: Path
     assert f"{spec}:2: invalid YAML: character #x0000 is not allowed" in cli_error("show", spec)
 
 
+def space_text(space: dict[str, Any], **changes: Any) -> str:
+    return study_text(space=space, **changes)
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        # log and step: Optuna refuses them together, at the first trial
+        ({"train.lr": {"low": 0.01, "high": 0.1, "log": True, "step": 0.01}},
+         "space.train.lr: log: true cannot be combined with step (Optuna samples a log scale "
+         "only without a step); drop step, or list the values"),
+        ({"train.lr": {"low": 0.0, "high": 0.1, "log": True}},
+         "space.train.lr: log: true needs low > 0, found low 0.0"),
+        ({"layers[0].kernel_size": {"low": 3, "high": 7, "step": 0}},
+         "space.layers[0].kernel_size: step must be > 0, found 0"),
+        ({"layers[0].kernel_size": {"low": 1, "high": 9, "log": True}},
+         "space.layers[0].kernel_size: log: true has no meaning for sampler 'grid', which "
+         "enumerates every value of a range (low to high by step); drop log, or list the "
+         "values"),
+    ],
+)
+def test_study_spaces_that_would_silently_do_something_else(
+    study_dir: Path, space: dict[str, Any], expected: str
+) -> None:
+    line = study_error(study_dir, space_text(space))
+    assert line.startswith(f"Error: {study_dir / 'bad.yaml'}: ") and expected in line, line
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"constraints": {"macs": 10**400}},
+         "constraints.macs: 100000...000 (401 digits) is out of range: integers in a study file "
+         "are within +-(2^63-1); write a bound this large as text, e.g. '<= 1e30'"),
+        ({"constraints": {"macs": 99999999999999999999999999999}},
+         "constraints.macs: 999999...999 (29 digits) is out of range"),
+        ({"constraints": {"macs": "<= 1e400"}},
+         "constraints.macs: the bound must be a finite number (at most about 1.8e308), found "
+         "'<= 1e400'"),
+        ({"timeout": 10**30}, "timeout: 100000...000 (31 digits) is out of range"),
+        ({"timeout": "1e12"}, "timeout: expected a positive duration of at most 10 years, found "
+                              "'1e12'"),
+        ({"seed": 2**63}, "seed: 9223372036854775808 is out of range"),
+        ({"format": 10**100}, "format: 100000...000 (101 digits) is out of range"),
+        ({"repeats": 10**20}, "repeats: 100000000000000000000 is out of range"),
+        ({"sampler": "random", "n_trials": 10**20}, "n_trials: 100000000000000000000 is out of "
+                                                   "range"),
+        ({"sampler": "random", "n_trials": 10**7},
+         "n_trials: Input should be less than or equal to 1000000, found 10000000"),
+        ({"space": {"layers[0].out_channels": {"low": 8, "high": 10**30}}},
+         "space.layers[0].out_channels.high: 100000...000 (31 digits) is out of range"),
+        ({"space": {"layers[0].out_channels": {"low": -(2**62), "high": 2**62}}},
+         "space.layers[0].out_channels: 9,223,372,036,854,775,809 values from "
+         "-4611686018427387904 to 4611686018427387904; at most 10,000 can be enumerated"),
+        ({"space": {"train.lr": {"low": 1.0e-300, "high": 1.0, "step": 1.0e-300}}},
+         "space.train.lr: more than 10,000 values from 1e-300 to 1.0; at most 10,000 can be "
+         "enumerated"),
+        ({"space": {"train.lr": {"low": -1.0e308, "high": 1.0e308, "step": 1.0}}},
+         "space.train.lr: the range -1e+308..1e+308 is wider than the largest float"),
+        ({"space": {"train.epochs": [1, 10**19]}},
+         "space.train.epochs[1]: 10000000000000000000 is out of range"),
+        ({"base": {**TINY, "layers": [{"block": "conv", "out_channels": 10**20}, *TINY["layers"][1:]]}},
+         "base.layers[0].out_channels: 100000000000000000000 is out of range"),
+    ],
+)
+def test_study_numbers_out_of_range_are_located(
+    study_dir: Path, changes: dict[str, Any], expected: str
+) -> None:
+    line = study_error(study_dir, study_text(**changes))
+    assert line.startswith(f"Error: {study_dir / 'bad.yaml'}: ") and expected in line, line
+
+
+def test_a_study_runs_at_most_a_million_trials(study_dir: Path) -> None:
+    """Every trial is a slot laid out before anything trains: configurations x repeats,
+    n_trials and --n-trials are bounded (10^20 once allocated slot after slot)."""
+    line = study_error(study_dir, space_text(
+        {"layers[0].out_channels": {"low": 8, "high": 1008}}, base=TINY, repeats=1000))
+    assert line.endswith("repeats: 1,001 configurations x 1000 repeats = 1,001,000 trials; a "
+                         "study runs at most 1,000,000"), line
+    path = study_dir / "sampled.yaml"
+    path.write_text(space_text({}, sampler="random", n_trials=4))
+    line = cli_error("run-study", path, "--dry-run", "--n-trials", "100000000000000000000")
+    assert line == ("Error: n_trials: expected an integer in 1..1,000,000 (a study runs at most "
+                    "1,000,000 trials), found 100000000000000000000 (out of range)"), line
+
+
 def test_study_and_report_functions_check_their_arguments(tmp_path: Path) -> None:
     from dwsearch.errors import ReportError, StudyError
     from dwsearch.report import make_report, open_study, study_name_and_storage
@@ -741,6 +830,10 @@ def test_study_and_report_functions_check_their_arguments(tmp_path: Path) -> Non
     cases: list[tuple[type[DwsearchError], Any, str]] = [
         (StudyError, lambda: make_plan(config, n_trials="5"),
          "make_plan: n_trials: expected an integer or null, found '5'"),
+        (StudyError, lambda: make_plan(config, n_trials=-1),
+         "n_trials: expected an integer in 1..1,000,000 (a study runs at most 1,000,000 "
+         "trials), found -1"),
+        (StudyError, lambda: make_plan(config, n_trials=0), "found 0"),
         (StudyError, lambda: make_plan("s.yaml"),
          "make_plan: config: expected StudyConfig, found 's.yaml'"),
         (StudyError, lambda: load_study_config(123),

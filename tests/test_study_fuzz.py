@@ -1,11 +1,14 @@
 """Hostile study files: wrong types, unknown keys, empty choices, negative budgets, huge
-numbers, bad YAML. Never a traceback: a located one-line StudyError (or a valid plan), in
-bounded time, and no storage created or touched."""
+numbers in every numeric field, bad YAML. Never a traceback: a located one-line StudyError (or a valid plan), in bounded time
+and memory, and no storage created or touched. ``DWSEARCH_FUZZ_SCALE=20`` hunts longer."""
 
 from __future__ import annotations
 
 import copy
+import os
 import time
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +17,21 @@ import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from studyutil import TINY_BASE, make_images
+from test_fuzz import _address_space_cap
 
 from dwsearch.cli import main
 from dwsearch.errors import StudyError
+from dwsearch.study import config as study_config
 from dwsearch.study.config import parse_study_config
 from dwsearch.study.plan import make_plan
+
+SCALE = float(os.environ.get("DWSEARCH_FUZZ_SCALE", "1"))
+
+
+def _n(examples: int) -> int:
+    return max(1, int(examples * SCALE))
 
 VALID: dict[str, Any] = {
     "name": "fuzz",
@@ -73,21 +85,34 @@ def mutate(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def check(data: Any, study_dir: Path) -> None:
+def check(data: Any, study_dir: Path, seconds: float = 30) -> str | None:
+    """Plan ``data``: a valid plan (None) or one located line (returned)."""
     start = time.perf_counter()
+    message = None
     try:
         make_plan(parse_study_config(data, "fuzz.yaml"))
     except StudyError as err:
         message = str(err)
         assert "\n" not in message and message.startswith(("fuzz.yaml", "storage")), message
-    assert time.perf_counter() - start < 30
+        assert message == message.strip() and len(message) < 1000, message
+    assert time.perf_counter() - start < seconds
     assert not study_dir.exists() or not list(study_dir.iterdir())
+    return message
 
 
 @pytest.fixture(autouse=True)
 def _study_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DWSEARCH_STUDY_DIR", str(tmp_path / "studies"))
     return tmp_path / "studies"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bounded_memory() -> Iterator[None]:
+    """A study file that slips past the limits (a plan of a billion slots, an enumeration of
+    everything) fails its example with a MemoryError instead of growing until the kernel
+    kills the run: the module's address space is capped at what it holds plus 6 GiB."""
+    with _address_space_cap(6):
+        yield
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -158,3 +183,60 @@ def test_command_line_mistakes_are_one_line(tmp_path: Path, args: list[str],
     assert message in result.output and result.output.count("\n") == 1, result.output
     assert "secret" not in result.output
     assert time.perf_counter() - start < 30  # an unreachable database answers in bounded time
+
+
+# -- huge numbers in every numeric field -------------------------------------------------------
+
+
+def _numeric_fields(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Every key path of the study schema whose value may be a number (from the schema, so a
+    field added later is covered)."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        parts = typing.get_args(annotation) or (annotation,)
+        flat: list[Any] = []
+        for part in parts:
+            flat.extend(typing.get_args(part) or (part,))
+        if any(p in (int, float) for p in flat):
+            yield prefix + name
+        for part in flat:
+            if isinstance(part, type) and issubclass(part, BaseModel) and part not in (
+                    study_config.Choices, study_config.Range):
+                yield from _numeric_fields(part, f"{prefix}{name}.")
+
+
+NUMERIC_FIELDS = sorted({
+    *_numeric_fields(study_config.StudyModel),
+    "constraints.macs", "constraints.params", "constraints.latency",
+    "space.train.lr", "space.width", "space.layers[0].kernel_size",
+    "base.num_classes", "base.input",
+})
+RANGE_FIELDS = ["low", "high", "step"]
+HUGE = st.one_of(
+    st.sampled_from([2**63, 2**63 - 1, -(2**63), -(2**63) - 1, 10**30, 10**400, -(10**400),
+                     1.0e308, -1.0e308, 1.7976931348623157e308, 5e-324, 2**62]),
+    st.integers(min_value=2**62, max_value=10**500),
+    st.integers(min_value=-(10**500), max_value=-(2**62)),
+)
+
+
+@settings(max_examples=_n(50), deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(NUMERIC_FIELDS), HUGE, st.sampled_from(["plain", "list", "range", "text"]),
+       st.sampled_from(["grid", "random", "tpe"]))
+def test_huge_numbers_in_every_numeric_field(_study_dir: Path, field: str, value: Any,
+                                             form: str, sampler: str) -> None:
+    if form == "list":
+        value = [1, value]
+    elif form == "range":
+        value = {"low": 1, "high": 2, RANGE_FIELDS[abs(hash(field)) % 3]: value}
+    elif form == "text":
+        value = f"<= {value}" if field.startswith("constraints") else str(value)
+    data = {**VALID, "sampler": sampler, "n_trials": 4}
+    if field == "base.input":
+        data = mutate(data, "base", {**TINY_BASE, "input": [3, value, 16]})
+    elif field == "base.num_classes":
+        data = mutate(data, "base", {**TINY_BASE, "num_classes": value})
+    else:
+        data = mutate(data, field, value)
+    check(data, _study_dir)

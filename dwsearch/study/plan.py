@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from dwsearch.arguments import checked
+from dwsearch.arguments import checked, describe_found
 from dwsearch.errors import DwsearchError, StudyError
 from dwsearch.spec import ModelSpec
-from dwsearch.study.config import StudyConfig, config_defaults
+from dwsearch.study.config import MAX_TRIALS, StudyConfig, config_defaults
 from dwsearch.study.space import Space, config_hash
 from dwsearch.study.storage import (
     INFO_KEY,
@@ -131,6 +131,9 @@ def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
     build (and, with constraints, profile) every configuration here, so a bad one is a
     located error before any training; configurations over a constraint are left out and
     listed. ``n_trials`` overrides the file's."""
+    if n_trials is not None and not 1 <= n_trials <= MAX_TRIALS:
+        raise StudyError(f"n_trials: expected an integer in 1..{MAX_TRIALS:,} (a study runs at "
+                         f"most {MAX_TRIALS:,} trials), found {describe_found(n_trials)}")
     space = Space(config)
     where = f"{config.source}: space"
     _check_configuration(space, {}, f"{config.source}: base")
@@ -149,6 +152,10 @@ def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
     if name in ("grid", "ablation"):
         entries: list[tuple[str | None, dict[str, Any]]] = (
             [(None, c) for c in space.grid()] if name == "grid" else space.ablation())
+        if len(entries) * repeats > MAX_TRIALS:
+            raise StudyError(f"{config.source}: repeats: {len(entries):,} configurations x "
+                             f"{repeats} repeats = {len(entries) * repeats:,} trials; a study "
+                             f"runs at most {MAX_TRIALS:,}")
         kept = 0
         for factor, conf in entries:
             spec = _check_configuration(space, conf, where)
