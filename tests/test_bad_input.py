@@ -740,6 +740,43 @@ def space_text(space: dict[str, Any], **changes: Any) -> str:
 @pytest.mark.parametrize(
     ("space", "expected"),
     [
+        # a typo in an argument: the dimension never varied, and the study said "is valid"
+        ({"layers[2].kernal_size": [3, 5]},
+         "space.layers[2].kernal_size: 'kernal_size' is not an argument of conv, the block "
+         "layer 2 can have; did you mean 'kernel_size'? allowed: activation, bias, bn, "
+         "kernel_size, out_channels, stride"),
+        ({"layers[2].block": ["conv", "hybrid"], "layers[2].ratoi": [0.5]},
+         "space.layers[2].ratoi: 'ratoi' is not an argument of conv, hybrid, the blocks layer "
+         "2 can have; did you mean 'ratio'?"),
+        # two entries for one layer's argument: the second silently replaced the first
+        ({"layers[2].block": ["conv", "dwsep"], "layers[ 2 ].block": ["conv", "hybrid"]},
+         "space.layers[ 2 ].block: layer 2's block is also varied by space.layers[2].block; "
+         "one would silently override the other: keep one entry per layer and argument"),
+        ({"layers[0:3].block": ["conv", "dwsep"], "layers[1].block": ["conv", "hybrid"]},
+         "space.layers[1].block: layer 1's block is also varied by space.layers[0:3].block"),
+        # a `when` that no layer can match removed the dimension silently
+        ({"layers[0].kernel_size": {"choices": [3, 5], "when": {"foo": 1}}},
+         "space.layers[0].kernel_size: when.foo: 'foo' is not an argument of conv, the block "
+         "layer 0 can have; allowed: activation"),
+        ({"layers[0].kernel_size": {"choices": [3, 5], "when": {"kernel_size": 7}}},
+         "space.layers[0].kernel_size: when.kernel_size: layer 0 never has kernel_size = 7 "
+         "when this entry is applied, so it would never apply"),
+        ({"layers[0].bn": {"choices": [True, False], "when": {"kernel_size": 5}},
+          "layers[0].kernel_size": [3, 5]},
+         "(space.layers[0].kernel_size varies kernel_size, but entries apply in the order they "
+         "are listed, blocks first: list it before this one)"),
+        ({"layers[0].kernel_size": {"choices": [3, 5], "when": {"block": "hybrid"}}},
+         "space.layers[0].kernel_size: when.block: 'hybrid' is never the block of layer 0 (it "
+         "can be conv); the entry would never apply"),
+        ({"layers[0].kernel_size": {"choices": [3, 5], "when": {"block": "dwsepp"}}},
+         "space.layers[0].kernel_size: when.block: unknown block 'dwsepp'; did you mean dwsep?"),
+        ({"layers[0].ratio": {"choices": [0.5], "when": {"block": "conv"}}},
+         "space.layers[0].ratio: 'ratio' is not an argument of conv, the block layer 0 can "
+         "have"),
+        # two names of one block: 2^14 equal configurations enumerated one by one
+        ({"layers[0:14].block": {"choices": ["dwsep", "conv_dw"], "per_layer": True}},
+         "space.layers[0:14].block: 'conv_dw' and 'dwsep' are two names of one block (dwsep); "
+         "keep one"),
         # log and step: Optuna refuses them together, at the first trial
         ({"train.lr": {"low": 0.01, "high": 0.1, "log": True, "step": 0.01}},
          "space.train.lr: log: true cannot be combined with step (Optuna samples a log scale "
@@ -752,6 +789,10 @@ def space_text(space: dict[str, Any], **changes: Any) -> str:
          "space.layers[0].kernel_size: log: true has no meaning for sampler 'grid', which "
          "enumerates every value of a range (low to high by step); drop log, or list the "
          "values"),
+        # YAML 1.1 reads 1e-3 as text
+        ({"train.lr": ["1e-3", 0.1]},
+         "space.train.lr: lr: expected a finite number > 0, found '1e-3' (text: YAML reads "
+         "1e-3 as text; write it with a point, 1.0e-3)"),
     ],
 )
 def test_study_spaces_that_would_silently_do_something_else(
@@ -759,6 +800,26 @@ def test_study_spaces_that_would_silently_do_something_else(
 ) -> None:
     line = study_error(study_dir, space_text(space))
     assert line.startswith(f"Error: {study_dir / 'bad.yaml'}: ") and expected in line, line
+
+
+def test_space_arguments_of_a_reachable_block_stay_accepted(study_dir: Path) -> None:
+    """``ratio`` is hybrid's: fine on a layer that can become hybrid, with or without when;
+    a slice over layers of which only some take the argument is fine too."""
+    path = study_dir / "ok.yaml"
+    for space in (
+        {"layers[2].block": ["conv", "hybrid"], "layers[2].ratio": [0.25, 0.75]},
+        {"layers[2].ratio": {"choices": [0.25, 0.75], "when": {"block": "hybrid"}},
+         "layers[2].block": ["conv", "hybrid"]},
+        {"layers[0:6].kernel_size": [3, 5]},  # convs and a maxpool take it; dropout2d not
+        # different blocks may share a layer's argument: at most one applies
+        {"layers[0:2].block": ["conv", "dwsep"],
+         "layers[0:2].kernel_size": {"choices": [3, 5], "when": {"block": "conv"}},
+         "layers[0,1].kernel_size": {"choices": [5, 7], "when": {"block": "dwsep"}}},
+        {"layers[0].kernel_size": {"choices": [5], "when": {"kernel_size": 3}}},
+    ):
+        path.write_text(space_text(space))
+        code, out = cli("run-study", path, "--dry-run")
+        assert code == 0 and "is valid" in out, (space, out)
 
 
 @pytest.mark.parametrize(
@@ -803,6 +864,25 @@ def test_study_numbers_out_of_range_are_located(
 ) -> None:
     line = study_error(study_dir, study_text(**changes))
     assert line.startswith(f"Error: {study_dir / 'bad.yaml'}: ") and expected in line, line
+
+
+def test_enumerations_are_bounded_before_duplicates_are_removed(study_dir: Path) -> None:
+    """A grid is counted before anything is built or compared: equal configurations (widths
+    that round alike) once took minutes to enumerate and then collapsed to a few."""
+    convs = [{"block": "conv", "out_channels": 8} for _ in range(16)]
+    base = {**TINY, "layers": [*convs, *TINY["layers"][1:]]}
+    start = time.perf_counter()
+    line = study_error(study_dir, space_text(
+        {"layers[0:16].block": {"choices": ["conv", "dwsep"], "per_layer": True}}, base=base))
+    assert line.endswith("space: more than 10,000 combinations to enumerate (65,536 = the "
+                         "product of every entry's values); the limit counts them before "
+                         "duplicates are removed; use a sampler (tpe, nsga2, random) or fewer "
+                         "values"), line
+    line = study_error(study_dir, space_text(
+        {"width": {"low": 0.9601, "high": 1.04, "step": 0.00001}, "layers[0].bn": [True, False]},
+        base=TINY))
+    assert "space: more than 10,000 combinations to enumerate (15,982 = " in line
+    assert time.perf_counter() - start < 40
 
 
 def test_a_study_runs_at_most_a_million_trials(study_dir: Path) -> None:

@@ -1,11 +1,14 @@
 """Hostile study files: wrong types, unknown keys, empty choices, negative budgets, huge
-numbers in every numeric field, bad YAML. Never a traceback: a located one-line StudyError (or a valid plan), in bounded time
+numbers, bad YAML, control characters, and spaces that would silently do something else
+(two names of one block, overlapping selectors, a `when` no layer matches, a misspelt
+argument). Never a traceback: a located one-line StudyError (or a valid plan), in bounded time
 and memory, and no storage created or touched. ``DWSEARCH_FUZZ_SCALE=20`` hunts longer."""
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 import time
 import typing
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 from studyutil import TINY_BASE, make_images
@@ -183,6 +186,97 @@ def test_command_line_mistakes_are_one_line(tmp_path: Path, args: list[str],
     assert message in result.output and result.output.count("\n") == 1, result.output
     assert "secret" not in result.output
     assert time.perf_counter() - start < 30  # an unreachable database answers in bounded time
+
+
+# -- spaces that would silently do something else ---------------------------------------------
+# TINY_BASE: conv, maxpool, conv, global_avgpool, linear.
+SELECTORS = ["0", " 0 ", "2", "0,2", "0,2", "2,0", "0:3", ":3", "-3", "1", "4", "2:"]
+# Plausible arguments more often than misspelt or foreign ones.
+ARGUMENTS = ["block", "block", "block", "kernel_size", "kernel_size", "multiplier", "ratio",
+             "se_ratio", "expand_ratio", "bn", "out_channels", "stride", "kernal_size", "ratoi",
+             "p", "in_channels", "foo"]
+BLOCK_NAMES = ["conv", "conv", "dwsep", "dwsep", "hybrid", "inverted_residual", "conv_dw",
+               "depthwise_separable", "mbconv", "grouped", "maxpool", "dwsepp"]
+SENSIBLE: dict[str, list[Any]] = {
+    "kernel_size": [3, 5, 7], "multiplier": [1, 2], "ratio": [0.25, 0.5, 0.75],
+    "se_ratio": [0.0, 0.25], "expand_ratio": [2, 4], "bn": [True, False],
+    "out_channels": [8, 12, 16], "stride": [1, 2], "p": [0.1],
+}
+ARGUMENT_VALUES = st.sampled_from([1, 3, 5, 0.25, 0.0, True, "1e-3", "relu", 4, -1])
+WHEN = st.one_of(
+    st.fixed_dictionaries({"block": st.sampled_from(BLOCK_NAMES)}),
+    st.dictionaries(st.sampled_from(["block", "kernel_size", "ratio", "se_ratio", "bn", "foo",
+                                     "in_channels"]), ARGUMENT_VALUES, max_size=2))
+
+
+@st.composite
+def entries(draw: Any) -> tuple[str, Any]:
+    arg = draw(st.sampled_from(ARGUMENTS))
+    key = f"layers[{draw(st.sampled_from(SELECTORS))}].{arg}"
+    sensible = st.sampled_from(SENSIBLE.get(arg, [3]))
+    values: Any
+    if arg == "block":
+        values = draw(st.lists(st.sampled_from(BLOCK_NAMES), min_size=1, max_size=3,
+                               unique=True))
+    elif draw(st.integers(0, 3)):
+        values = draw(st.lists(st.one_of(sensible, sensible, ARGUMENT_VALUES), min_size=1,
+                               max_size=3))
+        values = list({repr(v): v for v in values}.values())
+    else:
+        low = draw(st.sampled_from([1, 3, 0.125, 0.0, -1]))
+        values = {"low": low, "high": low + draw(st.sampled_from([0, 2, 4, 0.5, 2**40])),
+                  **draw(st.fixed_dictionaries({}, optional={
+                      "step": st.sampled_from([2, 0.125, 1, 0]), "log": st.booleans()}))}
+    form = draw(st.sampled_from(["list", "mapping", "when"]))
+    if form == "list" or isinstance(values, dict):
+        entry: Any = values
+    else:
+        entry = {"choices": values}
+    if form != "list":
+        entry = {"choices": entry} if isinstance(entry, list) else entry
+        entry["per_layer"] = draw(st.booleans())
+        if form == "when":
+            entry["when"] = draw(WHEN)
+    return key, entry
+
+
+@settings(max_examples=_n(40), deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(entries(), min_size=1, max_size=3), st.booleans(),
+       st.sampled_from(["grid", "ablation", "random"]), st.sampled_from([None, 1.0, 0.5]))
+def test_generated_spaces(_study_dir: Path, space: list[tuple[str, Any]], blocks: bool,
+                          sampler: str, width: float | None) -> None:
+    """Aliases, overlapping and duplicate selectors, dead `when`, misspelt arguments: every
+    space plans or is refused in one line; what plans, varies what it says."""
+    if blocks:  # most arguments are some block's: give the layers several
+        space = [("layers[0, 2].block", ["conv", "hybrid", "inverted_residual"]), *space]
+    data = {**VALID, "space": dict(space), "sampler": sampler, "n_trials": 4}
+    if width is not None:
+        data["space"]["width"] = [width]
+    message = check(data, _study_dir)
+    event("refused: " + re.sub(r"[\d,.]+|'[^']*'", "#", message.split(": ", 2)[-1])[:40]
+          if message else "planned")
+    if message is None:
+        from dwsearch.study.space import Space
+
+        built = Space(parse_study_config(data, "fuzz.yaml"))
+        covered: set[tuple[int, str]] = set()
+        for dim in built.dimensions:
+            # no silent overrides: two entries on one layer's argument only when they are
+            # conditioned on different blocks
+            if dim.kind in ("block", "layer") and "block" not in dim.when:
+                assert not {(i, dim.arg) for i in dim.layers} & covered, dim.key
+                covered |= {(i, dim.arg) for i in dim.layers}
+            if dim.kind == "block":  # one name per block
+                from dwsearch.registry import canonical_name
+
+                names = [canonical_name(str(c)) for c in dim.choices]
+                assert len(set(names)) == len(names), dim.choices
+        if sampler == "grid":  # no entry that never applies (a typo, a dead when)
+            grid = built.grid()
+            for dim in built.dimensions:
+                params = {dim.key, *(f"layers[{i}].{dim.arg}" for i in dim.layers)}
+                assert any(params & set(config) for config in grid), (dim.key, grid)
 
 
 # -- huge numbers in every numeric field -------------------------------------------------------
