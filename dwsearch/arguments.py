@@ -177,7 +177,11 @@ def _found(value: Any) -> str:
         if value.strip().lower() in _BOOL_TEXT:
             return f"{value!r} (text; write true or false without quotes)"
         if _NUMBER_TEXT.match(value):
-            if "e" in value.lower() and "." not in value:
+            exponent = re.search(r"[eE]([-+]?)", value)
+            if exponent is not None and not exponent[1]:  # 1e3, 1.0e3: a sign is needed too
+                return (f"{value!r} (text: YAML reads 1e3 and 1.0e3 as text; write a point "
+                        f"and a signed exponent, 1.0e+3)")
+            if exponent is not None and "." not in value:
                 return (f"{value!r} (text: YAML reads 1e-3 as text; write it with a point, "
                         f"1.0e-3)")
             return f"{value!r} (text; write the number without quotes)"

@@ -793,6 +793,9 @@ def space_text(space: dict[str, Any], **changes: Any) -> str:
         ({"train.lr": ["1e-3", 0.1]},
          "space.train.lr: lr: expected a finite number > 0, found '1e-3' (text: YAML reads "
          "1e-3 as text; write it with a point, 1.0e-3)"),
+        ({"train.lr": {"low": "1e-3", "high": 0.1}},
+         "space.train.lr.low: expected a number, found '1e-3' (text: YAML reads 1e-3 as text; "
+         "write it with a point, 1.0e-3)"),
     ],
 )
 def test_study_spaces_that_would_silently_do_something_else(
@@ -857,6 +860,12 @@ def test_space_arguments_of_a_reachable_block_stay_accepted(study_dir: Path) -> 
          "space.train.epochs[1]: 10000000000000000000 is out of range"),
         ({"base": {**TINY, "layers": [{"block": "conv", "out_channels": 10**20}, *TINY["layers"][1:]]}},
          "base.layers[0].out_channels: 100000000000000000000 is out of range"),
+        ({"train": {"lr": "1e-3"}},
+         "train.lr: Input should be a valid number, found '1e-3' (text: YAML reads 1e-3 as "
+         "text; write it with a point, 1.0e-3)"),
+        ({"train": {"lr": "1.0e3"}},
+         "train.lr: Input should be a valid number, found '1.0e3' (text: YAML reads 1e3 and "
+         "1.0e3 as text; write a point and a signed exponent, 1.0e+3)"),
     ],
 )
 def test_study_numbers_out_of_range_are_located(
@@ -897,6 +906,33 @@ def test_a_study_runs_at_most_a_million_trials(study_dir: Path) -> None:
     line = cli_error("run-study", path, "--dry-run", "--n-trials", "100000000000000000000")
     assert line == ("Error: n_trials: expected an integer in 1..1,000,000 (a study runs at most "
                     "1,000,000 trials), found 100000000000000000000 (out of range)"), line
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["train.lr=1e-3"], "Error: --set train.lr: Input should be a valid number, found "
+                            "'1e-3' (text: YAML reads 1e-3 as text; write it with a point, "
+                            "1.0e-3)"),
+        (["space.train.lr=[1e-3, 0.1]"],
+         "Error: --set space.train.lr: lr: expected a finite number > 0, found '1e-3' (text: "
+         "YAML reads 1e-3 as text; write it with a point, 1.0e-3)"),
+        (["space.layers[2].kernal_size=[3, 5]"],
+         "Error: --set space.layers[2].kernal_size: 'kernal_size' is not an argument of conv, "
+         "the block layer 2 can have; did you mean 'kernel_size'?"),
+        (["space.layers[0].kernel_size={choices: [3], when: {block: dwsepp}}"],
+         "Error: --set space.layers[0].kernel_size: when.block: unknown block 'dwsepp'"),
+        (["seed=99999999999999999999"],
+         "Error: --set seed: 99999999999999999999 is out of range: integers in a study file are "
+         "within +-(2^63-1)"),
+    ],
+)
+def test_study_errors_name_the_set_that_wrote_the_value(
+    study_dir: Path, sets: list[str], expected: str
+) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    line = study_error(study_dir, study_text(), *args)
+    assert line.startswith(expected), line
 
 
 def test_study_and_report_functions_check_their_arguments(tmp_path: Path) -> None:

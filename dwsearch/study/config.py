@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -80,6 +81,8 @@ MAX_ENUMERATED = 10_000
 MAX_INTEGER = 2**63 - 1
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _section(cls: type, exclude: tuple[str, ...], name: str) -> type[BaseModel]:
@@ -309,6 +312,8 @@ class StudyConfig:
     sampler: SamplerSection
     pruner: PrunerSection
     timeout_seconds: float | None
+    # Key paths changed by --set (run-study --set KEY=VALUE): errors about them name --set.
+    overrides: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -333,7 +338,55 @@ class StudyConfig:
 
     def error(self, path: str, message: str) -> StudyError:
         """A located error about this study: ``file: key.path: message``."""
-        return StudyError(f"{self.source}: {path}: {message}")
+        return StudyError(relocate(f"{self.source}: {path}: {message}", self.source,
+                                   self.overrides))
+
+
+def relocate(message: str, source: str, overrides: tuple[str, ...]) -> str:
+    """``message`` (``source: key.path: what``) told from the ``--set`` that wrote the value
+    when the key path is one a ``--set`` changed (or lies under one): the file did not say
+    it, the command line did."""
+    for key in sorted(overrides, key=len, reverse=True):
+        prefix = f"{source}: {key}"
+        if not message.startswith(prefix):
+            continue
+        rest = message[len(prefix):]
+        if rest.startswith(": "):
+            return f"--set {key}{rest}"
+        if rest[:1] in (".", "["):
+            return f"--set {key}: {key}{rest}"
+    return message
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(message: str) -> str:
+    """``message`` on one line: control characters (a key written as "a\\nb" in YAML)
+    shown as escapes."""
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], message)
+
+
+def relocating(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: a :class:`StudyError` from ``func`` about a key a ``--set`` changed names
+    that ``--set`` (the study is the first :class:`StudyConfig` argument), and its message
+    stays one line whatever the keys hold."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except StudyError as err:
+            config = next((a for a in (*args, *kwargs.values())
+                           if isinstance(a, StudyConfig)), None)
+            moved = str(err) if config is None else relocate(str(err), config.source,
+                                                                config.overrides)
+            moved = printable(moved)
+            if moved == str(err):
+                raise
+            raise type(err)(moved) from err
+
+    return wrapper
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -426,9 +479,9 @@ def _first_error(
         return StudyError(f"{source}: {path}: missing (required)")
     if best["type"] == "value_error":  # our own validators: the message names the values
         return StudyError(f"{source}: {path}: {message.removeprefix('Value error, ')}")
-    shown = repr(found)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
+    shown = describe_found(found)
+    if len(shown) > 120:
+        shown = shown[:117] + "..."
     return StudyError(f"{source}: {path}: {message}, found {shown}")
 
 
@@ -560,9 +613,23 @@ def _upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 @checked(StudyError)
 def parse_study_config(
-    data: Any, source: str = "<dict>", directory: str | Path = "."
+    data: Any, source: str = "<dict>", directory: str | Path = ".", *,
+    overrides: Sequence[str] = (),
 ) -> StudyConfig:
-    """Validate plain data (a parsed study file) into a :class:`StudyConfig`."""
+    """Validate plain data (a parsed study file) into a :class:`StudyConfig`. ``overrides``:
+    the key paths a ``--set`` changed, so errors about them name the ``--set``."""
+    keys = tuple(str(k) for k in overrides)
+    try:
+        return _parse(data, source, directory, keys)
+    except StudyError as err:
+        moved = printable(relocate(str(err), source, keys))
+        if moved == str(err):
+            raise
+        raise StudyError(moved) from err
+
+
+def _parse(data: Any, source: str, directory: str | Path, overrides: tuple[str, ...]
+           ) -> StudyConfig:
     if not isinstance(data, Mapping):
         raise StudyError(f"{source}: expected a mapping with keys name, base, space, ...; "
                          f"found {type(data).__name__}")
@@ -637,7 +704,7 @@ def parse_study_config(
                     f"{sampler.name!r}, which enumerates every value of a range (low to high "
                     f"by step); drop log, or list the values, e.g. [0.01, 0.03, 0.1]")
     return StudyConfig(model, source, Path(directory), objectives, constraints, sampler, pruner,
-                       timeout)
+                       timeout, overrides)
 
 
 @checked(StudyError)

@@ -27,7 +27,7 @@ from typing import Any
 from dwsearch.arguments import checked, describe_found
 from dwsearch.errors import DwsearchError, StudyError
 from dwsearch.spec import ModelSpec
-from dwsearch.study.config import MAX_TRIALS, StudyConfig, config_defaults
+from dwsearch.study.config import MAX_TRIALS, StudyConfig, config_defaults, relocating
 from dwsearch.study.space import Space, config_hash
 from dwsearch.study.storage import (
     INFO_KEY,
@@ -126,6 +126,7 @@ def _constraint_failures(plan_config: StudyConfig, spec: ModelSpec) -> str | Non
 
 
 @checked(StudyError)
+@relocating
 def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
     """Validate the space against the base model and lay out the slots. Enumerated studies
     build (and, with constraints, profile) every configuration here, so a bad one is a

@@ -83,7 +83,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
 @checked(StudyError)
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None,
                 name: str | None = None) -> StudyConfig:
-    """A study file with ``--set`` overrides and an optional new name, validated."""
+    """A study file with ``--set`` overrides and an optional new name, validated; errors
+    about a value a ``--set`` wrote name that ``--set``."""
     if not overrides and name is None:
         return load_study_config(path)
     path = Path(path)
@@ -94,7 +95,8 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None,
     data = apply_overrides(data, dict(overrides or {}))
     if name is not None:
         data["name"] = name
-    return parse_study_config(data, str(path), path.parent)
+    return parse_study_config(data, str(path), path.parent,
+                              overrides=tuple(str(key) for key in overrides or {}))
 
 
 def _default_jobs(device: str) -> int:
