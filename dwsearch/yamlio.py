@@ -94,13 +94,22 @@ def load_yaml(text: str, source: str, error: type[DwsearchError]) -> Any:
     every problem is raised as ``error`` with one line: ``source:LINE: what``."""
     if not isinstance(text, str):
         raise error(f"{source}: expected text, found {type(text).__name__}")
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        # Inside the try: the reader checks every character as it is built, so a control
+        # character (a stray BEL, a NUL) is a located line like any other syntax error.
+        loader = _Loader(text)
         data = loader.get_single_data()
         _count(data, MAX_VALUES)
     except _Refused as err:
         where = f"{source}:{err.line}" if err.line else source
         raise error(f"{where}: {err}") from err
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, max(0, err.position)) + 1
+        code = ord(err.character) if isinstance(err.character, str) else int(err.character)
+        raise error(f"{source}:{line}: invalid YAML: character #x{code:04x} is not allowed (of "
+                    f"the control characters only tab and line breaks are; write others as "
+                    f"escapes in a double-quoted string, e.g. \"\\x07\")") from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -109,5 +118,6 @@ def load_yaml(text: str, source: str, error: type[DwsearchError]) -> Any:
     except RecursionError as err:  # constructing very deep flow collections in C-less paths
         raise error(f"{source}: nested too deeply") from err
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data

@@ -682,3 +682,298 @@ def test_value_dependent_branches_cannot_be_counted() -> None:
                               "values (Converting a tensor to a Python boolean")
     spec["layers"][1] = {"block": "bad_input_shapey"}
     assert profile(spec).layers[1].macs == 4 * 4 * 9 * 8 * 8
+
+
+# ----------------------------------------------------------------- study files
+
+STUDY: dict[str, Any] = {
+    "name": "bad",
+    "base": "seed_cnn",
+    "data": {"dataset": "imagefolder", "data_dir": "/nonexistent", "val_size": 10},
+    "objectives": ["val_accuracy", "macs"],
+    "sampler": "grid",
+}
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DWSEARCH_STUDY_DIR", str(tmp_path / "studies"))
+    return tmp_path
+
+
+def study_error(folder: Path, text: str, *args: str) -> str:
+    """The one error line of ``run-study --dry-run`` on a study file holding ``text``; nothing
+    may be created in the study folder."""
+    from test_fuzz import _address_space_cap
+
+    path = folder / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    start = time.perf_counter()
+    with _address_space_cap(4):  # a plan of a billion slots fails here, not the machine
+        line = cli_error("run-study", path, "--dry-run", *args)
+    assert time.perf_counter() - start < 60
+    assert not (folder / "studies").exists()
+    assert line.startswith((f"Error: {path}", "Error: --set ")), line
+    return line
+
+
+def study_text(**changes: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump({**STUDY, **changes}, sort_keys=False)
+
+
+def test_control_characters_in_study_and_spec_files_are_one_line(study_dir: Path) -> None:
+    line = study_error(study_dir, study_text().replace("name: bad", "name: b\x07ad"))
+    assert line.endswith("bad.yaml:1: invalid YAML: character #x0007 is not allowed (of the "
+                         "control characters only tab and line breaks are; write others as "
+                         'escapes in a double-quoted string, e.g. "\\x07")')
+    spec = study_dir / "spec.yaml"
+    spec.write_text("input: [3, 8, 8]\nnum_classes: 2\x00\n")
+    assert f"{spec}:2: invalid YAML: character #x0000 is not allowed" in cli_error("show", spec)
+
+
+def space_text(space: dict[str, Any], **changes: Any) -> str:
+    return study_text(space=space, **changes)
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        # a typo in an argument: the dimension never varied, and the study said "is valid"
+        ({"layers[2].kernal_size": [3, 5]},
+         "space.layers[2].kernal_size: 'kernal_size' is not an argument of conv, the block "
+         "layer 2 can have; did you mean 'kernel_size'? allowed: activation, bias, bn, "
+         "kernel_size, out_channels, stride"),
+        ({"layers[2].block": ["conv", "hybrid"], "layers[2].ratoi": [0.5]},
+         "space.layers[2].ratoi: 'ratoi' is not an argument of conv, hybrid, the blocks layer "
+         "2 can have; did you mean 'ratio'?"),
+        # two entries for one layer's argument: the second silently replaced the first
+        ({"layers[2].block": ["conv", "dwsep"], "layers[ 2 ].block": ["conv", "hybrid"]},
+         "space.layers[ 2 ].block: layer 2's block is also varied by space.layers[2].block; "
+         "one would silently override the other: keep one entry per layer and argument"),
+        ({"layers[0:3].block": ["conv", "dwsep"], "layers[1].block": ["conv", "hybrid"]},
+         "space.layers[1].block: layer 1's block is also varied by space.layers[0:3].block"),
+        # a `when` that no layer can match removed the dimension silently
+        ({"layers[0].kernel_size": {"choices": [3, 5], "when": {"foo": 1}}},
+         "space.layers[0].kernel_size: when.foo: 'foo' is not an argument of conv, the block "
+         "layer 0 can have; allowed: activation"),
+        ({"layers[0].kernel_size": {"choices": [3, 5], "when": {"kernel_size": 7}}},
+         "space.layers[0].kernel_size: when.kernel_size: layer 0 never has kernel_size = 7 "
+         "when this entry is applied, so it would never apply"),
+        ({"layers[0].bn": {"choices": [True, False], "when": {"kernel_size": 5}},
+          "layers[0].kernel_size": [3, 5]},
+         "(space.layers[0].kernel_size varies kernel_size, but entries apply in the order they "
+         "are listed, blocks first: list it before this one)"),
+        ({"layers[0].kernel_size": {"choices": [3, 5], "when": {"block": "hybrid"}}},
+         "space.layers[0].kernel_size: when.block: 'hybrid' is never the block of layer 0 (it "
+         "can be conv); the entry would never apply"),
+        ({"layers[0].kernel_size": {"choices": [3, 5], "when": {"block": "dwsepp"}}},
+         "space.layers[0].kernel_size: when.block: unknown block 'dwsepp'; did you mean dwsep?"),
+        ({"layers[0].ratio": {"choices": [0.5], "when": {"block": "conv"}}},
+         "space.layers[0].ratio: 'ratio' is not an argument of conv, the block layer 0 can "
+         "have"),
+        # two names of one block: 2^14 equal configurations enumerated one by one
+        ({"layers[0:14].block": {"choices": ["dwsep", "conv_dw"], "per_layer": True}},
+         "space.layers[0:14].block: 'conv_dw' and 'dwsep' are two names of one block (dwsep); "
+         "keep one"),
+        # log and step: Optuna refuses them together, at the first trial
+        ({"train.lr": {"low": 0.01, "high": 0.1, "log": True, "step": 0.01}},
+         "space.train.lr: log: true cannot be combined with step (Optuna samples a log scale "
+         "only without a step); drop step, or list the values"),
+        ({"train.lr": {"low": 0.0, "high": 0.1, "log": True}},
+         "space.train.lr: log: true needs low > 0, found low 0.0"),
+        ({"layers[0].kernel_size": {"low": 3, "high": 7, "step": 0}},
+         "space.layers[0].kernel_size: step must be > 0, found 0"),
+        ({"layers[0].kernel_size": {"low": 1, "high": 9, "log": True}},
+         "space.layers[0].kernel_size: log: true has no meaning for sampler 'grid', which "
+         "enumerates every value of a range (low to high by step); drop log, or list the "
+         "values"),
+        # YAML 1.1 reads 1e-3 as text
+        ({"train.lr": ["1e-3", 0.1]},
+         "space.train.lr: lr: expected a finite number > 0, found '1e-3' (text: YAML reads "
+         "1e-3 as text; write it with a point, 1.0e-3)"),
+        ({"train.lr": {"low": "1e-3", "high": 0.1}},
+         "space.train.lr.low: expected a number, found '1e-3' (text: YAML reads 1e-3 as text; "
+         "write it with a point, 1.0e-3)"),
+    ],
+)
+def test_study_spaces_that_would_silently_do_something_else(
+    study_dir: Path, space: dict[str, Any], expected: str
+) -> None:
+    line = study_error(study_dir, space_text(space))
+    assert line.startswith(f"Error: {study_dir / 'bad.yaml'}: ") and expected in line, line
+
+
+def test_space_arguments_of_a_reachable_block_stay_accepted(study_dir: Path) -> None:
+    """``ratio`` is hybrid's: fine on a layer that can become hybrid, with or without when;
+    a slice over layers of which only some take the argument is fine too."""
+    path = study_dir / "ok.yaml"
+    for space in (
+        {"layers[2].block": ["conv", "hybrid"], "layers[2].ratio": [0.25, 0.75]},
+        {"layers[2].ratio": {"choices": [0.25, 0.75], "when": {"block": "hybrid"}},
+         "layers[2].block": ["conv", "hybrid"]},
+        {"layers[0:6].kernel_size": [3, 5]},  # convs and a maxpool take it; dropout2d not
+        # different blocks may share a layer's argument: at most one applies
+        {"layers[0:2].block": ["conv", "dwsep"],
+         "layers[0:2].kernel_size": {"choices": [3, 5], "when": {"block": "conv"}},
+         "layers[0,1].kernel_size": {"choices": [5, 7], "when": {"block": "dwsep"}}},
+        {"layers[0].kernel_size": {"choices": [5], "when": {"kernel_size": 3}}},
+    ):
+        path.write_text(space_text(space))
+        code, out = cli("run-study", path, "--dry-run")
+        assert code == 0 and "is valid" in out, (space, out)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"constraints": {"macs": 10**400}},
+         "constraints.macs: 100000...000 (401 digits) is out of range: integers in a study file "
+         "are within +-(2^63-1); write a bound this large as text, e.g. '<= 1e30'"),
+        ({"constraints": {"macs": 99999999999999999999999999999}},
+         "constraints.macs: 999999...999 (29 digits) is out of range"),
+        ({"constraints": {"macs": "<= 1e400"}},
+         "constraints.macs: the bound must be a finite number (at most about 1.8e308), found "
+         "'<= 1e400'"),
+        ({"timeout": 10**30}, "timeout: 100000...000 (31 digits) is out of range"),
+        ({"timeout": "1e12"}, "timeout: expected a positive duration of at most 10 years, found "
+                              "'1e12'"),
+        ({"seed": 2**63}, "seed: 9223372036854775808 is out of range"),
+        ({"format": 10**100}, "format: 100000...000 (101 digits) is out of range"),
+        ({"repeats": 10**20}, "repeats: 100000000000000000000 is out of range"),
+        ({"sampler": "random", "n_trials": 10**20}, "n_trials: 100000000000000000000 is out of "
+                                                   "range"),
+        ({"sampler": "random", "n_trials": 10**7},
+         "n_trials: Input should be less than or equal to 1000000, found 10000000"),
+        ({"space": {"layers[0].out_channels": {"low": 8, "high": 10**30}}},
+         "space.layers[0].out_channels.high: 100000...000 (31 digits) is out of range"),
+        ({"space": {"layers[0].out_channels": {"low": -(2**62), "high": 2**62}}},
+         "space.layers[0].out_channels: 9,223,372,036,854,775,809 values from "
+         "-4611686018427387904 to 4611686018427387904; at most 10,000 can be enumerated"),
+        ({"space": {"train.lr": {"low": 1.0e-300, "high": 1.0, "step": 1.0e-300}}},
+         "space.train.lr: more than 10,000 values from 1e-300 to 1.0; at most 10,000 can be "
+         "enumerated"),
+        ({"space": {"train.lr": {"low": -1.0e308, "high": 1.0e308, "step": 1.0}}},
+         "space.train.lr: the range -1e+308..1e+308 is wider than the largest float"),
+        ({"space": {"train.epochs": [1, 10**19]}},
+         "space.train.epochs[1]: 10000000000000000000 is out of range"),
+        ({"base": {**TINY, "layers": [{"block": "conv", "out_channels": 10**20}, *TINY["layers"][1:]]}},
+         "base.layers[0].out_channels: 100000000000000000000 is out of range"),
+        ({"train": {"lr": "1e-3"}},
+         "train.lr: Input should be a valid number, found '1e-3' (text: YAML reads 1e-3 as "
+         "text; write it with a point, 1.0e-3)"),
+        ({"train": {"lr": "1.0e3"}},
+         "train.lr: Input should be a valid number, found '1.0e3' (text: YAML reads 1e3 and "
+         "1.0e3 as text; write a point and a signed exponent, 1.0e+3)"),
+    ],
+)
+def test_study_numbers_out_of_range_are_located(
+    study_dir: Path, changes: dict[str, Any], expected: str
+) -> None:
+    line = study_error(study_dir, study_text(**changes))
+    assert line.startswith(f"Error: {study_dir / 'bad.yaml'}: ") and expected in line, line
+
+
+def test_enumerations_are_bounded_before_duplicates_are_removed(study_dir: Path) -> None:
+    """A grid is counted before anything is built or compared: equal configurations (widths
+    that round alike) once took minutes to enumerate and then collapsed to a few."""
+    convs = [{"block": "conv", "out_channels": 8} for _ in range(16)]
+    base = {**TINY, "layers": [*convs, *TINY["layers"][1:]]}
+    start = time.perf_counter()
+    line = study_error(study_dir, space_text(
+        {"layers[0:16].block": {"choices": ["conv", "dwsep"], "per_layer": True}}, base=base))
+    assert line.endswith("space: more than 10,000 combinations to enumerate (65,536 = the "
+                         "product of every entry's values); the limit counts them before "
+                         "duplicates are removed; use a sampler (tpe, nsga2, random) or fewer "
+                         "values"), line
+    line = study_error(study_dir, space_text(
+        {"width": {"low": 0.9601, "high": 1.04, "step": 0.00001}, "layers[0].bn": [True, False]},
+        base=TINY))
+    assert "space: more than 10,000 combinations to enumerate (15,982 = " in line
+    assert time.perf_counter() - start < 40
+
+
+def test_a_study_runs_at_most_a_million_trials(study_dir: Path) -> None:
+    """Every trial is a slot laid out before anything trains: configurations x repeats,
+    n_trials and --n-trials are bounded (10^20 once allocated slot after slot)."""
+    line = study_error(study_dir, space_text(
+        {"layers[0].out_channels": {"low": 8, "high": 1008}}, base=TINY, repeats=1000))
+    assert line.endswith("repeats: 1,001 configurations x 1000 repeats = 1,001,000 trials; a "
+                         "study runs at most 1,000,000"), line
+    path = study_dir / "sampled.yaml"
+    path.write_text(space_text({}, sampler="random", n_trials=4))
+    line = cli_error("run-study", path, "--dry-run", "--n-trials", "100000000000000000000")
+    assert line == ("Error: n_trials: expected an integer in 1..1,000,000 (a study runs at most "
+                    "1,000,000 trials), found 100000000000000000000 (out of range)"), line
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["train.lr=1e-3"], "Error: --set train.lr: Input should be a valid number, found "
+                            "'1e-3' (text: YAML reads 1e-3 as text; write it with a point, "
+                            "1.0e-3)"),
+        (["space.train.lr=[1e-3, 0.1]"],
+         "Error: --set space.train.lr: lr: expected a finite number > 0, found '1e-3' (text: "
+         "YAML reads 1e-3 as text; write it with a point, 1.0e-3)"),
+        (["space.layers[2].kernal_size=[3, 5]"],
+         "Error: --set space.layers[2].kernal_size: 'kernal_size' is not an argument of conv, "
+         "the block layer 2 can have; did you mean 'kernel_size'?"),
+        (["space.layers[0].kernel_size={choices: [3], when: {block: dwsepp}}"],
+         "Error: --set space.layers[0].kernel_size: when.block: unknown block 'dwsepp'"),
+        (["seed=99999999999999999999"],
+         "Error: --set seed: 99999999999999999999 is out of range: integers in a study file are "
+         "within +-(2^63-1)"),
+    ],
+)
+def test_study_errors_name_the_set_that_wrote_the_value(
+    study_dir: Path, sets: list[str], expected: str
+) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    line = study_error(study_dir, study_text(), *args)
+    assert line.startswith(expected), line
+
+
+def test_study_and_report_functions_check_their_arguments(tmp_path: Path) -> None:
+    from dwsearch.errors import ReportError, StudyError
+    from dwsearch.report import make_report, open_study, study_name_and_storage
+    from dwsearch.study import load_config, load_results, load_study_config, run_study
+    from dwsearch.study.config import parse_study_config
+    from dwsearch.study.plan import make_plan
+
+    config = parse_study_config(STUDY, "s.yaml")
+    cases: list[tuple[type[DwsearchError], Any, str]] = [
+        (StudyError, lambda: make_plan(config, n_trials="5"),
+         "make_plan: n_trials: expected an integer or null, found '5'"),
+        (StudyError, lambda: make_plan(config, n_trials=-1),
+         "n_trials: expected an integer in 1..1,000,000 (a study runs at most 1,000,000 "
+         "trials), found -1"),
+        (StudyError, lambda: make_plan(config, n_trials=0), "found 0"),
+        (StudyError, lambda: make_plan("s.yaml"),
+         "make_plan: config: expected StudyConfig, found 's.yaml'"),
+        (StudyError, lambda: load_study_config(123),
+         "load_study_config: path: expected text or Path, found 123"),
+        (StudyError, lambda: run_study("file.yaml"),
+         "run_study: config: expected StudyConfig, found 'file.yaml'; read a study file with "
+         "load_config(path) first"),
+        (StudyError, lambda: run_study(config, jobs="2"),
+         "run_study: jobs: expected an integer or null, found '2'"),
+        (StudyError, lambda: run_study(config, on_event=5),
+         "run_study: on_event: expected a function or null, found 5"),
+        (StudyError, lambda: load_config(tmp_path, overrides=[("a", 1)]),
+         "load_config: overrides: expected a mapping or null, found a value of type list"),
+        (StudyError, lambda: load_results(None), "load_results: name: expected text, found null"),
+        (StudyError, lambda: parse_study_config(STUDY, source=5),
+         "parse_study_config: source: expected text, found 5"),
+        (ReportError, lambda: make_report(config, tmp_path),
+         "make_report: results: expected StudyResults, found a value of type StudyConfig"),
+        (ReportError, lambda: make_report(), "make_report: missing a required argument: "
+                                             "'results'"),
+        (ReportError, lambda: open_study(5), "open_study: study: expected text, found 5"),
+        (ReportError, lambda: study_name_and_storage("x", storage=1.5),
+         "study_name_and_storage: storage: expected text or null, found 1.5"),
+    ]
+    for error, call, expected in cases:
+        assert raises(error, call).endswith(expected)
+    assert not list(tmp_path.iterdir())

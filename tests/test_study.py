@@ -96,6 +96,38 @@ def test_width_scales_channels_but_not_the_classifier(images: Path) -> None:
     assert make_divisible(0.5 * 20) == 16 and make_divisible(3 * 8) == 24
 
 
+def test_width_one_is_the_base_network(images: Path) -> None:
+    """Channel counts that are not multiples of 8 (12, 20) stay as written at width 1.0;
+    other widths round as MobileNet does. The ablation's base is width 1.0, so 1.0 is no
+    factor of its own."""
+    base = {**TINY_BASE, "layers": [{"block": "conv", "out_channels": 12},
+                                    TINY_BASE["layers"][1],
+                                    {"block": "conv", "out_channels": 20},
+                                    *TINY_BASE["layers"][3:]]}
+    cfg = config(images, base=base, sampler="ablation", space={"width": [0.5, 1.0, 2.0]})
+    space = Space(cfg)
+    spec, _ = space.apply({"width": 1.0})
+    assert spec.hash() == space.base.hash()
+    assert [layer.args.get("out_channels") for layer in spec.layers[:3]] == [12, None, 20]
+    spec, _ = space.apply({"width": 2.0})
+    assert [layer.args.get("out_channels") for layer in spec.layers[:3]] == [24, None, 40]
+    plan = make_plan(cfg)
+    assert [dict(s.config or {}) for s in plan.slots] == [{}, {"width": 0.5}, {"width": 2.0}]
+
+
+def test_entries_for_different_blocks_may_share_a_layer(images: Path) -> None:
+    cfg = config(images, space={
+        "layers[0,2].block": ["conv", "dwsep"],
+        "layers[0,2].kernel_size": {"choices": [3, 5], "when": {"block": "conv"}},
+        "layers[0:3].kernel_size": {"choices": [5, 7], "when": {"block": "conv_dw"}},
+    })
+    grid = Space(cfg).grid()
+    assert len(grid) == 4
+    spec, _ = Space(cfg).apply({"layers[0,2].block": "dwsep", "layers[0:3].kernel_size": 7,
+                                "layers[0,2].kernel_size": 3})
+    assert spec.layers[0].args["kernel_size"] == 7  # the conv entry does not apply to dwsep
+
+
 @pytest.mark.parametrize(("space", "message"), [
     ({"layers[9].block": ["conv"]}, "layer index 9 out of range 0..4"),
     ({"layers[0].block": ["dwsepp"]}, "did you mean dwsep"),

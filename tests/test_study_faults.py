@@ -300,7 +300,7 @@ def test_options_are_checked_in_the_python_api() -> None:
         WorkerOptions(device="cpu", threads=0).check()
     with pytest.raises(ConfigError, match="heartbeat"):
         WorkerOptions(device="cpu", heartbeat="fast").check()  # type: ignore[arg-type]
-    with pytest.raises(StudyError, match="expected a StudyConfig"):
+    with pytest.raises(StudyError, match="expected StudyConfig"):
         run_study("study.yaml")  # type: ignore[arg-type]
 
 

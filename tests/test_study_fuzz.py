@@ -1,25 +1,40 @@
 """Hostile study files: wrong types, unknown keys, empty choices, negative budgets, huge
-numbers, bad YAML. Never a traceback: a located one-line StudyError (or a valid plan), in
-bounded time, and no storage created or touched."""
+numbers, bad YAML, control characters, and spaces that would silently do something else
+(two names of one block, overlapping selectors, a `when` no layer matches, a misspelt
+argument). Never a traceback: a located one-line StudyError (or a valid plan), in bounded time
+and memory, and no storage created or touched. ``DWSEARCH_FUZZ_SCALE=20`` hunts longer."""
 
 from __future__ import annotations
 
 import copy
+import os
+import re
 import time
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from studyutil import TINY_BASE, make_images
+from test_fuzz import _address_space_cap
 
 from dwsearch.cli import main
 from dwsearch.errors import StudyError
+from dwsearch.study import config as study_config
 from dwsearch.study.config import parse_study_config
 from dwsearch.study.plan import make_plan
+
+SCALE = float(os.environ.get("DWSEARCH_FUZZ_SCALE", "1"))
+
+
+def _n(examples: int) -> int:
+    return max(1, int(examples * SCALE))
 
 VALID: dict[str, Any] = {
     "name": "fuzz",
@@ -73,21 +88,36 @@ def mutate(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def check(data: Any, study_dir: Path) -> None:
+def check(data: Any, study_dir: Path, seconds: float = 30) -> str | None:
+    """Plan ``data``: a valid plan (None) or one located line (returned)."""
     start = time.perf_counter()
+    message = None
     try:
         make_plan(parse_study_config(data, "fuzz.yaml"))
     except StudyError as err:
         message = str(err)
         assert "\n" not in message and message.startswith(("fuzz.yaml", "storage")), message
-    assert time.perf_counter() - start < 30
+        assert message == message.strip() and len(message) < 1000, message
+        # one line on any terminal: no control characters, no other line breaks
+        assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", message), repr(message)
+    assert time.perf_counter() - start < seconds
     assert not study_dir.exists() or not list(study_dir.iterdir())
+    return message
 
 
 @pytest.fixture(autouse=True)
 def _study_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DWSEARCH_STUDY_DIR", str(tmp_path / "studies"))
     return tmp_path / "studies"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bounded_memory() -> Iterator[None]:
+    """A study file that slips past the limits (a plan of a billion slots, an enumeration of
+    everything) fails its example with a MemoryError instead of growing until the kernel
+    kills the run: the module's address space is capped at what it holds plus 6 GiB."""
+    with _address_space_cap(6):
+        yield
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -158,3 +188,186 @@ def test_command_line_mistakes_are_one_line(tmp_path: Path, args: list[str],
     assert message in result.output and result.output.count("\n") == 1, result.output
     assert "secret" not in result.output
     assert time.perf_counter() - start < 30  # an unreachable database answers in bounded time
+
+
+# -- spaces that would silently do something else ---------------------------------------------
+# TINY_BASE: conv, maxpool, conv, global_avgpool, linear.
+SELECTORS = ["0", " 0 ", "2", "0,2", "0,2", "2,0", "0:3", ":3", "-3", "1", "4", "2:"]
+# Plausible arguments more often than misspelt or foreign ones.
+ARGUMENTS = ["block", "block", "block", "kernel_size", "kernel_size", "multiplier", "ratio",
+             "se_ratio", "expand_ratio", "bn", "out_channels", "stride", "kernal_size", "ratoi",
+             "p", "in_channels", "foo"]
+BLOCK_NAMES = ["conv", "conv", "dwsep", "dwsep", "hybrid", "inverted_residual", "conv_dw",
+               "depthwise_separable", "mbconv", "grouped", "maxpool", "dwsepp"]
+SENSIBLE: dict[str, list[Any]] = {
+    "kernel_size": [3, 5, 7], "multiplier": [1, 2], "ratio": [0.25, 0.5, 0.75],
+    "se_ratio": [0.0, 0.25], "expand_ratio": [2, 4], "bn": [True, False],
+    "out_channels": [8, 12, 16], "stride": [1, 2], "p": [0.1],
+}
+ARGUMENT_VALUES = st.sampled_from([1, 3, 5, 0.25, 0.0, True, "1e-3", "relu", 4, -1])
+WHEN = st.one_of(
+    st.fixed_dictionaries({"block": st.sampled_from(BLOCK_NAMES)}),
+    st.dictionaries(st.sampled_from(["block", "kernel_size", "ratio", "se_ratio", "bn", "foo",
+                                     "in_channels"]), ARGUMENT_VALUES, max_size=2))
+
+
+@st.composite
+def entries(draw: Any) -> tuple[str, Any]:
+    arg = draw(st.sampled_from(ARGUMENTS))
+    key = f"layers[{draw(st.sampled_from(SELECTORS))}].{arg}"
+    sensible = st.sampled_from(SENSIBLE.get(arg, [3]))
+    values: Any
+    if arg == "block":
+        values = draw(st.lists(st.sampled_from(BLOCK_NAMES), min_size=1, max_size=3,
+                               unique=True))
+    elif draw(st.integers(0, 3)):
+        values = draw(st.lists(st.one_of(sensible, sensible, ARGUMENT_VALUES), min_size=1,
+                               max_size=3))
+        values = list({repr(v): v for v in values}.values())
+    else:
+        low = draw(st.sampled_from([1, 3, 0.125, 0.0, -1]))
+        values = {"low": low, "high": low + draw(st.sampled_from([0, 2, 4, 0.5, 2**40])),
+                  **draw(st.fixed_dictionaries({}, optional={
+                      "step": st.sampled_from([2, 0.125, 1, 0]), "log": st.booleans()}))}
+    form = draw(st.sampled_from(["list", "mapping", "when"]))
+    if form == "list" or isinstance(values, dict):
+        entry: Any = values
+    else:
+        entry = {"choices": values}
+    if form != "list":
+        entry = {"choices": entry} if isinstance(entry, list) else entry
+        entry["per_layer"] = draw(st.booleans())
+        if form == "when":
+            entry["when"] = draw(WHEN)
+    return key, entry
+
+
+@settings(max_examples=_n(40), deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(entries(), min_size=1, max_size=3), st.booleans(),
+       st.sampled_from(["grid", "ablation", "random"]), st.sampled_from([None, 1.0, 0.5]))
+def test_generated_spaces(_study_dir: Path, space: list[tuple[str, Any]], blocks: bool,
+                          sampler: str, width: float | None) -> None:
+    """Aliases, overlapping and duplicate selectors, dead `when`, misspelt arguments: every
+    space plans or is refused in one line; what plans, varies what it says."""
+    if blocks:  # most arguments are some block's: give the layers several
+        space = [("layers[0, 2].block", ["conv", "hybrid", "inverted_residual"]), *space]
+    data = {**VALID, "space": dict(space), "sampler": sampler, "n_trials": 4}
+    if width is not None:
+        data["space"]["width"] = [width]
+    message = check(data, _study_dir)
+    event("refused: " + re.sub(r"[\d,.]+|'[^']*'", "#", message.split(": ", 2)[-1])[:40]
+          if message else "planned")
+    if message is None:
+        from dwsearch.study.space import Space
+
+        built = Space(parse_study_config(data, "fuzz.yaml"))
+        covered: set[tuple[int, str]] = set()
+        for dim in built.dimensions:
+            # no silent overrides: two entries on one layer's argument only when they are
+            # conditioned on different blocks
+            if dim.kind in ("block", "layer") and "block" not in dim.when:
+                assert not {(i, dim.arg) for i in dim.layers} & covered, dim.key
+                covered |= {(i, dim.arg) for i in dim.layers}
+            if dim.kind == "block":  # one name per block
+                from dwsearch.registry import canonical_name
+
+                names = [canonical_name(str(c)) for c in dim.choices]
+                assert len(set(names)) == len(names), dim.choices
+        if sampler == "grid":  # no entry that never applies (a typo, a dead when)
+            grid = built.grid()
+            for dim in built.dimensions:
+                params = {dim.key, *(f"layers[{i}].{dim.arg}" for i in dim.layers)}
+                assert any(params & set(config) for config in grid), (dim.key, grid)
+
+
+# -- huge numbers in every numeric field -------------------------------------------------------
+
+
+def _numeric_fields(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Every key path of the study schema whose value may be a number (from the schema, so a
+    field added later is covered)."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        parts = typing.get_args(annotation) or (annotation,)
+        flat: list[Any] = []
+        for part in parts:
+            flat.extend(typing.get_args(part) or (part,))
+        if any(p in (int, float) for p in flat):
+            yield prefix + name
+        for part in flat:
+            if isinstance(part, type) and issubclass(part, BaseModel) and part not in (
+                    study_config.Choices, study_config.Range):
+                yield from _numeric_fields(part, f"{prefix}{name}.")
+
+
+NUMERIC_FIELDS = sorted({
+    *_numeric_fields(study_config.StudyModel),
+    "constraints.macs", "constraints.params", "constraints.latency",
+    "space.train.lr", "space.width", "space.layers[0].kernel_size",
+    "base.num_classes", "base.input",
+})
+RANGE_FIELDS = ["low", "high", "step"]
+HUGE = st.one_of(
+    st.sampled_from([2**63, 2**63 - 1, -(2**63), -(2**63) - 1, 10**30, 10**400, -(10**400),
+                     1.0e308, -1.0e308, 1.7976931348623157e308, 5e-324, 2**62]),
+    st.integers(min_value=2**62, max_value=10**500),
+    st.integers(min_value=-(10**500), max_value=-(2**62)),
+)
+
+
+@settings(max_examples=_n(50), deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(NUMERIC_FIELDS), HUGE, st.sampled_from(["plain", "list", "range", "text"]),
+       st.sampled_from(["grid", "random", "tpe"]))
+def test_huge_numbers_in_every_numeric_field(_study_dir: Path, field: str, value: Any,
+                                             form: str, sampler: str) -> None:
+    if form == "list":
+        value = [1, value]
+    elif form == "range":
+        value = {"low": 1, "high": 2, RANGE_FIELDS[abs(hash(field)) % 3]: value}
+    elif form == "text":
+        value = f"<= {value}" if field.startswith("constraints") else str(value)
+    data = {**VALID, "sampler": sampler, "n_trials": 4}
+    if field == "base.input":
+        data = mutate(data, "base", {**TINY_BASE, "input": [3, value, 16]})
+    elif field == "base.num_classes":
+        data = mutate(data, "base", {**TINY_BASE, "num_classes": value})
+    else:
+        data = mutate(data, field, value)
+    check(data, _study_dir)
+
+
+# -- control characters ------------------------------------------------------------------------
+CONTROL = st.sampled_from(["\n", "\x00", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x7f", "\x85",
+                           "\u2028", "\ud800", "\ufeff", "\t", "\r"])
+
+
+@settings(max_examples=_n(25), deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_control_characters_in_study_files(_study_dir: Path, tmp_path: Path,
+                                           data: st.DataObject) -> None:
+    """Raw in the file, the YAML reader refuses them (the command line: one line, exit 1);
+    escaped in a quoted key or value, they reach the messages, which show them escaped."""
+    char = data.draw(CONTROL)
+    if data.draw(st.booleans()):
+        text = yaml.safe_dump(VALID, sort_keys=False)
+        position = data.draw(st.integers(0, len(text)))
+        path = tmp_path / "s.yaml"
+        path.write_text(text[:position] + char + text[position:], encoding="utf-8",
+                        errors="surrogatepass")
+        result = CliRunner().invoke(main, ["run-study", str(path), "--dry-run"])
+        assert result.exit_code in (0, 1), result.output
+        assert "Traceback" not in result.output
+        if result.exit_code == 1:
+            assert result.output.startswith("Error: ") and result.output.count("\n") == 1, (
+                result.output)
+        assert not _study_dir.exists() or not list(_study_dir.iterdir())
+        return
+    key = data.draw(st.sampled_from(KEYS))
+    at = data.draw(st.sampled_from(["key", "value", "both"]))
+    value = data.draw(st.sampled_from([f"a{char}b", char, "conv", 3]))
+    if at != "value":
+        key = key + char if data.draw(st.booleans()) else key.replace(".", char + ".", 1)
+    check(mutate(VALID, key, value if at != "key" else [3]), _study_dir)

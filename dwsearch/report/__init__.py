@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dwsearch.arguments import checked
 from dwsearch.errors import ReportError, StudyError, reason
 from dwsearch.study.results import StudyResults
 from dwsearch.urls import mask_url
@@ -73,6 +74,7 @@ class ReportPaths:
     removed: tuple[Path, ...] = ()  # files of the earlier report that this one no longer has
 
 
+@checked(ReportError)
 def study_name_and_storage(study: str, storage: str | None = None) -> tuple[str, str | None]:
     """The study's name and storage from ``study``: a study file (``*.yaml``: its ``name:``
     and, unless ``storage`` is given, its ``storage:``) or a study name."""
@@ -85,6 +87,7 @@ def study_name_and_storage(study: str, storage: str | None = None) -> tuple[str,
     return study, storage
 
 
+@checked(ReportError)
 def open_study(study: str, storage: str | None = None) -> StudyResults:
     """Every trial of ``study`` (a study file or name) in ``storage`` (default: the study's
     SQLite file in the default study folder). An unknown study is a one-line
@@ -240,6 +243,7 @@ def _masked(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+@checked(ReportError)
 def make_report(results: StudyResults, out_dir: str | Path, *,
                 command: str | None = None, detail: int = DEFAULT_DETAIL) -> ReportPaths:
     """Write the report of ``results`` into ``out_dir`` (created if needed).

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -30,14 +31,19 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 
+from dwsearch.arguments import checked, describe_found
 from dwsearch.data.config import DataConfig
 from dwsearch.errors import ConfigError, StudyError
 from dwsearch.train.config import TrainConfig
 from dwsearch.yamlio import load_yaml
 
 __all__ = [
+    "MAX_ENUMERATED",
+    "MAX_INTEGER",
+    "MAX_TRIALS",
     "STUDY_FORMAT",
     "Constraint",
     "Objective",
@@ -64,8 +70,19 @@ METRIC_DIRECTIONS: Mapping[str, str] = {
 CONSTRAINT_METRICS = ("params", "macs", "activations", "saved_bytes", "latency")
 _SUFFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# Trials one study runs at most (n_trials, or configurations x repeats): every one is a slot
+# laid out in the storage before anything trains.
+MAX_TRIALS = 1_000_000
+# Values one range may enumerate (grid, ablation); the space's limit on configurations is
+# dwsearch.study.space.MAX_CONFIGURATIONS.
+MAX_ENUMERATED = 10_000
+# Every integer in a study file fits a signed 64-bit integer (what Optuna's storages, numpy
+# and torch hold); beyond it nothing in a study has a meaning.
+MAX_INTEGER = 2**63 - 1
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _section(cls: type, exclude: tuple[str, ...], name: str) -> type[BaseModel]:
@@ -119,22 +136,50 @@ class Range(BaseModel):
             raise ValueError(f"high ({high}) must be >= low ({low})")
         return high
 
+    @model_validator(mode="after")
+    def _samplable(self) -> Range:
+        """What Optuna would refuse when the first trial samples it, refused at load."""
+        if self.step is not None and not self.step > 0:
+            raise ValueError(f"step must be > 0, found {self.step}")
+        if self.log and self.step is not None:
+            raise ValueError("log: true cannot be combined with step (Optuna samples a log "
+                             "scale only without a step); drop step, or list the values")
+        if self.log and not self.low > 0:
+            raise ValueError(f"log: true needs low > 0, found low {self.low}")
+        if not math.isfinite(float(self.high) - float(self.low)):
+            raise ValueError(f"the range {self.low}..{self.high} is wider than the largest "
+                             f"float")
+        return self
+
     @property
     def is_int(self) -> bool:
         return all(isinstance(v, int) for v in (self.low, self.high)) and (
             self.step is None or isinstance(self.step, int))
 
-    def values(self) -> list[int | float]:
-        """The grid of this range (needs ``step`` unless it is a range of integers)."""
+    def count(self) -> int:
+        """How many values :meth:`values` enumerates (more than :data:`MAX_ENUMERATED` is
+        reported as ``MAX_ENUMERATED + 1``: it is refused anyway, and an exact count of a
+        range like 1e-300..1 by 1e-300 would not fit a float)."""
         if self.step is None and not self.is_int:
             raise ValueError("a float range needs 'step' to be enumerated (grid, ablation)")
         step = 1 if self.step is None else self.step
         if step <= 0:
             raise ValueError(f"step must be > 0, found {step}")
-        count = math.floor((self.high - self.low) / step + 1e-9) + 1
-        if count > 10_000:
-            raise ValueError(f"{count:,} values from {self.low} to {self.high}; at most 10,000 "
-                             f"can be enumerated")
+        if self.is_int:  # exact, whatever the size
+            return int(self.high - self.low) // int(step) + 1
+        ratio = (float(self.high) - float(self.low)) / float(step)
+        if not ratio < MAX_ENUMERATED:
+            return MAX_ENUMERATED + 1
+        return math.floor(ratio + 1e-9) + 1
+
+    def values(self) -> list[int | float]:
+        """The grid of this range (needs ``step`` unless it is a range of integers)."""
+        count = self.count()
+        if count > MAX_ENUMERATED:
+            shown = f"{count:,}" if self.is_int else f"more than {MAX_ENUMERATED:,}"
+            raise ValueError(f"{shown} values from {self.low} to {self.high}; at most "
+                             f"{MAX_ENUMERATED:,} can be enumerated")
+        step = 1 if self.step is None else self.step
         out = [self.low + i * step for i in range(count)]
         return [int(v) for v in out] if self.is_int else [round(v, 12) for v in out]
 
@@ -193,13 +238,14 @@ class StudyModel(BaseModel):
     sampler: Literal["tpe", "nsga2", "random", "grid", "ablation"] | SamplerSection = "tpe"
     pruner: Literal["none", "median", "successive_halving", "hyperband",
                     "cost_median"] | PrunerSection = "none"
-    n_trials: int | None = Field(None, ge=1, description="Training runs in all (configurations"
-                                                         " x repeats); default for grid and "
-                                                         "ablation: every one.")
+    n_trials: int | None = Field(None, ge=1, le=MAX_TRIALS,
+                                 description="Training runs in all (configurations x repeats),"
+                                             " at most 1,000,000; default for grid and "
+                                             "ablation: every one.")
     timeout: int | float | str | None = Field(
         None, description="Stop starting trials after this long: seconds, or '30m', '2h'.")
     repeats: Annotated[int, Field(ge=1, le=1000)] = 1
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_INTEGER)] = 0
     seeds: Literal["shared", "per_trial"] = Field(
         "shared", description="shared: repeat r of every configuration trains with the same "
                               "seed (paired comparisons, reuse of equal runs); per_trial: seeds "
@@ -266,6 +312,8 @@ class StudyConfig:
     sampler: SamplerSection
     pruner: PrunerSection
     timeout_seconds: float | None
+    # Key paths changed by --set (run-study --set KEY=VALUE): errors about them name --set.
+    overrides: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -290,7 +338,55 @@ class StudyConfig:
 
     def error(self, path: str, message: str) -> StudyError:
         """A located error about this study: ``file: key.path: message``."""
-        return StudyError(f"{self.source}: {path}: {message}")
+        return StudyError(relocate(f"{self.source}: {path}: {message}", self.source,
+                                   self.overrides))
+
+
+def relocate(message: str, source: str, overrides: tuple[str, ...]) -> str:
+    """``message`` (``source: key.path: what``) told from the ``--set`` that wrote the value
+    when the key path is one a ``--set`` changed (or lies under one): the file did not say
+    it, the command line did."""
+    for key in sorted(overrides, key=len, reverse=True):
+        prefix = f"{source}: {key}"
+        if not message.startswith(prefix):
+            continue
+        rest = message[len(prefix):]
+        if rest.startswith(": "):
+            return f"--set {key}{rest}"
+        if rest[:1] in (".", "["):
+            return f"--set {key}: {key}{rest}"
+    return message
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(message: str) -> str:
+    """``message`` on one line: control characters (a key written as "a\\nb" in YAML)
+    shown as escapes."""
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], message)
+
+
+def relocating(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: a :class:`StudyError` from ``func`` about a key a ``--set`` changed names
+    that ``--set`` (the study is the first :class:`StudyConfig` argument), and its message
+    stays one line whatever the keys hold."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except StudyError as err:
+            config = next((a for a in (*args, *kwargs.values())
+                           if isinstance(a, StudyConfig)), None)
+            moved = str(err) if config is None else relocate(str(err), config.source,
+                                                                config.overrides)
+            moved = printable(moved)
+            if moved == str(err):
+                raise
+            raise type(err)(moved) from err
+
+    return wrapper
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -370,7 +466,10 @@ def _first_error(
     found = best.get("input")
     message = best["msg"]
     if any(p in ("bool", "int", "float", "str") for p in best["loc"]):
-        message = "expected a boolean, number or string"
+        branches = {p for e in errors if e["loc"][:-1] == best["loc"][:-1]
+                    for p in e["loc"][-1:]}
+        message = ("expected a number" if branches <= {"int", "float"}
+                   else "expected a boolean, number or string")
     if best["type"] == "extra_forbidden":
         allowed = allowed if allowed is not None else _allowed_keys(StudyModel, loc)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -378,9 +477,11 @@ def _first_error(
         return StudyError(f"{source}: {path}: unknown key; {hint}allowed: {', '.join(allowed)}")
     if best["type"] == "missing":
         return StudyError(f"{source}: {path}: missing (required)")
-    shown = repr(found)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
+    if best["type"] == "value_error":  # our own validators: the message names the values
+        return StudyError(f"{source}: {path}: {message.removeprefix('Value error, ')}")
+    shown = describe_found(found)
+    if len(shown) > 120:
+        shown = shown[:117] + "..."
     return StudyError(f"{source}: {path}: {message}, found {shown}")
 
 
@@ -413,23 +514,28 @@ def _parse_constraint(metric: str, value: str | int | float, where: str) -> Cons
     if isinstance(value, bool):
         raise StudyError(f"{where}: expected a bound like '<= 400M' or a number, found {value!r}")
     if isinstance(value, (int, float)):
-        op, number = "<=", float(value)
+        op = "<="
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
     else:
         match = _CONSTRAINT.match(value)
         try:
             number = float(match[2]) * _SUFFIX[match[3]] if match else math.nan
         except ValueError:
             number = math.nan
-        if match is None or not math.isfinite(number):
+        if match is None or math.isnan(number):
             raise StudyError(f"{where}: expected a bound like '<= 400M', '< 2e6' or '>= 1K', "
                              f"found {value!r}")
         op = match[1] or "<="
     if not math.isfinite(number):
-        raise StudyError(f"{where}: the bound must be finite, found {value!r}")
+        raise StudyError(f"{where}: the bound must be a finite number (at most about 1.8e308),"
+                         f" found {describe_found(value)}")
     return Constraint(metric, op, number)
 
 
-_DURATION = re.compile(r"^\s*([0-9.]+)\s*(s|m|min|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*([0-9.]+(?:[eE][-+]?[0-9]+)?)\s*(s|m|min|h|d)?\s*$")
 
 
 def parse_timeout(value: int | float | str | None, where: str) -> float | None:
@@ -438,7 +544,10 @@ def parse_timeout(value: int | float | str | None, where: str) -> float | None:
     if isinstance(value, bool):
         raise StudyError(f"{where}: expected seconds or a duration like '30m', found {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond any float: not a duration either
+            seconds = math.inf
     else:
         match = _DURATION.match(value)
         scale = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -450,8 +559,46 @@ def parse_timeout(value: int | float | str | None, where: str) -> float | None:
             raise StudyError(f"{where}: expected seconds or a duration like '30m', '2h', "
                              f"found {value!r}")
     if not 0 < seconds < 10 * 365 * 86400:
-        raise StudyError(f"{where}: expected a positive duration, found {value!r}")
+        shown = repr(value) if isinstance(value, str) else describe_found(value)
+        raise StudyError(f"{where}: expected a positive duration of at most 10 years, found "
+                         f"{shown}")
     return seconds
+
+
+def _huge_integer(data: Mapping[str, Any], source: str) -> StudyError | None:
+    """The first integer anywhere in ``data`` beyond :data:`MAX_INTEGER`, as a located error
+    (YAML reads any number of digits; float(), Optuna's storages and torch do not). The walk
+    is iterative and bounded, so nesting and shared objects (Python callers) cost nothing."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    seen: set[int] = set()
+    budget = 200_000
+    while stack and budget > 0:
+        value, path = stack.pop()
+        budget -= 1
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            if abs(value) > MAX_INTEGER:
+                hint = ("; write a bound this large as text, e.g. '<= 1e30'"
+                        if path.startswith("constraints") else "")
+                shown = describe_found(value).removesuffix(" (out of range)")
+                return StudyError(f"{source}: {path or '(top level)'}: {shown} is out of "
+                                  f"range: integers in a study file are within +-(2^63-1)"
+                                  f"{hint}")
+            continue
+        if isinstance(value, (Mapping, list, tuple)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            items = (list(value.items()) if isinstance(value, Mapping)
+                     else list(enumerate(value)))
+            for key, item in reversed(items):
+                if isinstance(key, int) and not isinstance(value, Mapping):
+                    child = f"{path}[{key}]"
+                else:
+                    child = f"{path}.{key}" if path else str(key)
+                stack.append((item, child))
+    return None
 
 
 def _upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
@@ -464,16 +611,34 @@ def _upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
     return data
 
 
+@checked(StudyError)
 def parse_study_config(
-    data: Any, source: str = "<dict>", directory: str | Path = "."
+    data: Any, source: str = "<dict>", directory: str | Path = ".", *,
+    overrides: Sequence[str] = (),
 ) -> StudyConfig:
-    """Validate plain data (a parsed study file) into a :class:`StudyConfig`."""
+    """Validate plain data (a parsed study file) into a :class:`StudyConfig`. ``overrides``:
+    the key paths a ``--set`` changed, so errors about them name the ``--set``."""
+    keys = tuple(str(k) for k in overrides)
+    try:
+        return _parse(data, source, directory, keys)
+    except StudyError as err:
+        moved = printable(relocate(str(err), source, keys))
+        if moved == str(err):
+            raise
+        raise StudyError(moved) from err
+
+
+def _parse(data: Any, source: str, directory: str | Path, overrides: tuple[str, ...]
+           ) -> StudyConfig:
     if not isinstance(data, Mapping):
         raise StudyError(f"{source}: expected a mapping with keys name, base, space, ...; "
                          f"found {type(data).__name__}")
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise StudyError(f"{source}: keys must be strings, found {bad_keys[0]!r}")
+    huge = _huge_integer(data, source)
+    if huge is not None:
+        raise huge
     raw = _upgrade(dict(data), source)
     try:
         model = StudyModel.model_validate(raw)
@@ -531,10 +696,18 @@ def parse_study_config(
                          f"({model.repeats}); every sampled configuration trains repeats times")
     if isinstance(model.base, str) and not model.base.strip():
         raise StudyError(f"{source}: base: expected a spec name, file or inline spec, found ''")
+    if sampler.name in ("grid", "ablation"):
+        for key, dim in model.space.items():
+            if isinstance(dim, Range) and dim.log:
+                raise StudyError(
+                    f"{source}: space.{key}: log: true has no meaning for sampler "
+                    f"{sampler.name!r}, which enumerates every value of a range (low to high "
+                    f"by step); drop log, or list the values, e.g. [0.01, 0.03, 0.1]")
     return StudyConfig(model, source, Path(directory), objectives, constraints, sampler, pruner,
-                       timeout)
+                       timeout, overrides)
 
 
+@checked(StudyError)
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read and validate a study file; every problem is one located :class:`StudyError`."""
     path = Path(path)

@@ -20,16 +20,17 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, overload
 
+from dwsearch.arguments import checked, describe_found
 from dwsearch.errors import DwsearchError, StudyError
 from dwsearch.metrics import before_training, broken_constraints
 from dwsearch.records import TrialInfo
 from dwsearch.spec import ModelSpec
-from dwsearch.study.config import StudyConfig, config_defaults
+from dwsearch.study.config import MAX_TRIALS, StudyConfig, config_defaults, relocating
 from dwsearch.study.space import Space, config_hash
 from dwsearch.study.storage import (
     INFO_KEY,
@@ -81,13 +82,44 @@ class SlotPlan:
     factor: str | None = None
 
 
+class _EmptySlots(Sequence[SlotPlan]):
+    """``n`` empty sampler slots, without ``n`` objects."""
+
+    _SLOT = SlotPlan(None, 0, "sample")
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> SlotPlan: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SlotPlan]: ...
+
+    def __getitem__(self, index: int | slice) -> SlotPlan | Sequence[SlotPlan]:
+        if isinstance(index, slice):
+            return _EmptySlots(len(range(*index.indices(self._n))))
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return self._SLOT
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _EmptySlots) and other._n == self._n
+
+    def __hash__(self) -> int:
+        return hash(("_EmptySlots", self._n))
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a study will run, known before anything trains."""
 
     config: StudyConfig
     space: Space
-    slots: tuple[SlotPlan, ...]
+    slots: Sequence[SlotPlan]  # a tuple; for samplers n empty slots, held as one
     skipped: tuple[tuple[Mapping[str, Any], str], ...]  # (configuration, why) left out
     configurations: int  # distinct configurations (sampled studies: n_trials / repeats)
 
@@ -131,11 +163,16 @@ def _constraint_failures(plan_config: StudyConfig, spec: ModelSpec) -> str | Non
     return ", ".join(broken) or None
 
 
+@checked(StudyError)
+@relocating
 def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
     """Validate the space against the base model and lay out the slots. Enumerated studies
     build (and, with constraints, profile) every configuration here, so a bad one is a
     located error before any training; configurations over a constraint are left out and
     listed. ``n_trials`` overrides the file's."""
+    if n_trials is not None and not 1 <= n_trials <= MAX_TRIALS:
+        raise StudyError(f"n_trials: expected an integer in 1..{MAX_TRIALS:,} (a study runs at "
+                         f"most {MAX_TRIALS:,} trials), found {describe_found(n_trials)}")
     space = Space(config)
     where = f"{config.source}: space"
     _check_configuration(space, {}, f"{config.source}: base")
@@ -153,11 +190,16 @@ def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
         raise StudyError(f"--n-trials {n_trials}: a sampled study trains each configuration "
                          f"{repeats} times (repeats), so n_trials must be a multiple of "
                          f"{repeats}; found {n_trials}")
-    slots: list[SlotPlan] = []
+    slots: Sequence[SlotPlan] = ()
     skipped: list[tuple[Mapping[str, Any], str]] = []
     if name in ("grid", "ablation"):
+        enumerated: list[SlotPlan] = []
         entries: list[tuple[str | None, dict[str, Any]]] = (
             [(None, c) for c in space.grid()] if name == "grid" else space.ablation())
+        if len(entries) * repeats > MAX_TRIALS:
+            raise StudyError(f"{config.source}: repeats: {len(entries):,} configurations x "
+                             f"{repeats} repeats = {len(entries) * repeats:,} trials; a study "
+                             f"runs at most {MAX_TRIALS:,}")
         kept = 0
         for factor, conf in entries:
             spec = _check_configuration(space, conf, where)
@@ -167,19 +209,18 @@ def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
                 continue
             kept += 1
             role = "grid" if name == "grid" else ("base" if factor is None else "ablation")
-            slots.extend(SlotPlan(conf, r, role, factor) for r in range(repeats))
-        if limit is not None:
-            slots = slots[:limit]
+            enumerated.extend(SlotPlan(conf, r, role, factor) for r in range(repeats))
+        slots = tuple(enumerated[:limit] if limit is not None else enumerated)
         configurations = kept
     elif limit is None:  # a timeout alone: open-ended, workers add trials until it passes
         return Plan(config, space, (), tuple(skipped), 0)
     else:
-        slots = [SlotPlan(None, 0, "sample") for _ in range(limit // repeats)]
+        slots = _EmptySlots(limit // repeats)  # a million slots need no million objects
         configurations = limit // repeats
     if not slots:
         raise StudyError(f"{config.source}: nothing to run: every configuration is over the "
                          f"constraints ({len(skipped)} left out)")
-    return Plan(config, space, tuple(slots), tuple(skipped), configurations)
+    return Plan(config, space, slots, tuple(skipped), configurations)
 
 
 def _identity(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dwsearch.arguments import checked
 from dwsearch.errors import RecordError, StudyError
 from dwsearch.records import RunRecord, TrialInfo
 from dwsearch.study.storage import (
@@ -117,6 +118,7 @@ def _link_retries(trials: list[TrialResult]) -> tuple[TrialResult, ...]:
         if t.number in retried_as else t for t in trials)
 
 
+@checked(StudyError)
 def load_results(name: str, storage: str | None = None) -> StudyResults:
     """Every trial of study ``name`` in ``storage`` (default: its SQLite file)."""
     import optuna
@@ -140,6 +142,7 @@ def load_results(name: str, storage: str | None = None) -> StudyResults:
     )
 
 
+@checked(StudyError)
 def list_studies(storage: str | None = None) -> list[StudySummary]:
     """The studies in ``storage``, or, without one, in every SQLite file of the default
     study folder (``dwsearch report`` with no argument). Nothing is written: a file of the
@@ -171,6 +174,7 @@ def list_studies(storage: str | None = None) -> list[StudySummary]:
     return out
 
 
+@checked(StudyError)
 def study_file_name(path: str | Path) -> str | None:
     """The ``name:`` of a study file without validating the rest (for ``dwsearch report
     FILE``); None when the file has none."""

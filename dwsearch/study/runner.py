@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dwsearch.arguments import checked
 from dwsearch.errors import DwsearchError, StudyError, reason
 from dwsearch.study.config import StudyConfig, load_study_config, parse_study_config
 from dwsearch.study.plan import Plan, StudyHandle, check_data, make_plan, open_study
@@ -101,9 +102,11 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     return out
 
 
+@checked(StudyError)
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None,
                 name: str | None = None) -> StudyConfig:
-    """A study file with ``--set`` overrides and an optional new name, validated."""
+    """A study file with ``--set`` overrides and an optional new name, validated; errors
+    about a value a ``--set`` wrote name that ``--set``."""
     if not overrides and name is None:
         return load_study_config(path)
     path = Path(path)
@@ -114,7 +117,8 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None,
     data = apply_overrides(data, dict(overrides or {}))
     if name is not None:
         data["name"] = name
-    return parse_study_config(data, str(path), path.parent)
+    return parse_study_config(data, str(path), path.parent,
+                              overrides=tuple(str(key) for key in overrides or {}))
 
 
 def _default_jobs(device: str) -> int:
@@ -148,6 +152,7 @@ def _child(plan: Plan, url: str, options: WorkerOptions, events: Any) -> None:
         events.put(("bug", "".join(traceback.format_exception(err))))
 
 
+@checked(StudyError, hints={"config": "read a study file with load_config(path) first"})
 def run_study(
     config: StudyConfig,
     *,
@@ -162,9 +167,6 @@ def run_study(
     worker processes (None: one on a CPU, 4 on a GPU; 1 runs in this process). Running it
     again resumes: finished trials are never repeated."""
     started = time.monotonic()
-    if not isinstance(config, StudyConfig):
-        raise StudyError(f"run_study: expected a StudyConfig (dwsearch.study.load_config("
-                         f"PATH)), found {type(config).__name__}")
     options = (options or WorkerOptions()).check()  # before anything is made or opened
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)
                              or not 1 <= jobs <= MAX_JOBS):

@@ -11,9 +11,12 @@ recipe it stands for. Keys:
   first; when a layer's block changes, the arguments the new block does not take are dropped.
   Other arguments apply only to layers whose (new) block takes them, and whose arguments
   match ``when`` (``when: {block: hybrid}``), so conditional spaces need no special syntax.
+  An entry that could never apply (an argument no block its layers can have takes, a
+  ``when`` no layer can match) is refused, and so are two entries for one layer's argument
+  (unless they are conditioned on different blocks).
 * ``width``: a multiplier of every layer's ``out_channels`` and of every hidden linear layer's
   ``out_features`` (the classifier keeps the number of classes), rounded as MobileNet does
-  (to a multiple of 8, never below 90% of the exact value).
+  (to a multiple of 8, never below 90% of the exact value); 1.0 is the base itself.
 * ``model``: whole specs (built-in names or files), for comparing given architectures.
 * ``train.FIELD``: a training hyperparameter (lr, weight_decay, optimizer, batch_size, ...).
 
@@ -25,6 +28,7 @@ samplers reach it through the small :class:`Suggest` protocol.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import itertools
@@ -35,8 +39,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from dwsearch.arguments import describe_found
 from dwsearch.errors import DwsearchError, SpecError, StudyError
-from dwsearch.registry import block_signature, canonical_name
+from dwsearch.registry import INFERRED_ARGUMENTS, block_signature, canonical_name
 from dwsearch.spec import LayerSpec, ModelSpec
 from dwsearch.study.config import Choices, Range, StudyConfig
 from dwsearch.train.config import TrainConfig
@@ -49,6 +54,9 @@ _LAYERS = re.compile(r"^layers\[(?P<sel>[^\]]*)\]\.(?P<arg>[A-Za-z_]\w*)$")
 # runs, not what is being compared.
 TRAIN_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "nesterov", "batch_size",
                 "epochs", "label_smoothing", "schedule", "augment")
+# Combinations a grid or an ablation may enumerate, counted before duplicates are removed (two
+# names of one block, widths that round alike): enumerating is what costs. Also the limit on
+# the values of all choice lists together (make_plan builds a model for each).
 MAX_CONFIGURATIONS = 10_000
 _ORDER = {"model": 0, "width": 1, "block": 2, "layer": 3, "train": 4}
 
@@ -113,6 +121,33 @@ def _accepts(block: str, arg: str) -> bool:
     return arg in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _takes_anything(block: str) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD
+               for p in block_signature(block).parameters.values())
+
+
+def _arguments(block: str) -> list[str]:
+    """The arguments a space may vary on ``block`` (not the inferred ones)."""
+    return [name for name, p in block_signature(block).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and name not in INFERRED_ARGUMENTS]
+
+
+def _default(block: str, arg: str) -> Any:
+    """What a layer of ``block`` has for ``arg`` when it does not say (as _layer_value)."""
+    param = block_signature(block).parameters.get(arg)
+    if param is None or param.default is inspect.Parameter.empty:
+        return None
+    return param.default
+
+
+def _layer_list(indices: Sequence[int]) -> str:
+    if len(indices) == 1:
+        return f"layer {indices[0]}"
+    shown = ",".join(map(str, indices[:12])) + (",..." if len(indices) > 12 else "")
+    return f"layers {shown}"
+
+
 def _layer_value(layer: LayerSpec, arg: str) -> Any:
     """The layer's value of ``arg``: as written, else the block's default (None if none)."""
     if arg == "block":
@@ -151,6 +186,11 @@ class Space:
         for key, raw in entries:
             self.dimensions.append(self._parse(key, raw))
         self.dimensions.sort(key=lambda d: _ORDER[d.kind])
+        self._check_sizes()
+        self._check_overlaps()
+        for position, dim in enumerate(self.dimensions):
+            if dim.kind in ("block", "layer"):
+                self._check_reachable(position, dim)
 
     # -- parsing --------------------------------------------------------------------------
     def _resolve_base(self, config: StudyConfig) -> ModelSpec:
@@ -211,7 +251,9 @@ class Space:
                 try:
                     replace(self.config.train_config(), **changes)
                 except DwsearchError as err:
-                    raise StudyError(f"{where}: {err}") from err
+                    hint = describe_found(value)[len(repr(value)):] if isinstance(
+                        value, str) else ""  # '1e-3': YAML's text, with how to write it
+                    raise StudyError(f"{where}: {err}{hint}") from err
             return dim
         match = _LAYERS.match(key.replace(" ", ""))
         if match is None:
@@ -224,14 +266,28 @@ class Space:
         if arg in ("in_channels", "in_features"):
             raise StudyError(f"{where}: {arg} is inferred from the previous layer; vary the "
                              f"previous layer's out_channels instead")
+        if "block" in when:
+            wanted = when["block"]
+            try:
+                canonical_name(wanted) if isinstance(wanted, str) else None
+            except SpecError as err:
+                raise StudyError(f"{where}: when.block: {err}") from err
+            if not isinstance(wanted, str):
+                raise StudyError(f"{where}: when.block: expected a block name, found "
+                                 f"{describe_found(wanted)}")
         if arg == "block":
             if rng is not None or not all(isinstance(c, str) for c in choices):
                 raise StudyError(f"{where}: blocks are names, found {raw!r}")
+            named: dict[str, str] = {}
             for value in choices:
                 try:
-                    canonical_name(str(value))
+                    canonical = canonical_name(str(value))
                 except SpecError as err:
                     raise StudyError(f"{where}: {err}") from err
+                if canonical in named:
+                    raise StudyError(f"{where}: {value!r} and {named[canonical]!r} are two "
+                                     f"names of one block ({canonical}); keep one")
+                named[canonical] = str(value)
             return Dimension(key, "block", "block", layers, choices, None, per_layer, when)
         return Dimension(key, "layer", arg, layers, choices, rng, per_layer, when)
 
@@ -277,6 +333,133 @@ class Space:
         if len(set(normalized)) != len(normalized):
             raise StudyError(f"{where}: layer {normalized[0]} selected twice")
         return normalized
+
+    # -- whole-space checks -----------------------------------------------------------------
+    def _where(self, dim: Dimension) -> str:
+        return f"{self.config.source}: space.{dim.key}"
+
+    def _check_sizes(self) -> None:
+        """make_plan builds a model for every listed value: bound how many there are."""
+        total = 0
+        for dim in self.dimensions:
+            total += len(dim.choices)
+            if total > MAX_CONFIGURATIONS:
+                raise StudyError(f"{self._where(dim)}: the space lists more than "
+                                 f"{MAX_CONFIGURATIONS:,} values in all (each is checked by "
+                                 f"building its model); use ranges or fewer values")
+
+    def _check_overlaps(self) -> None:
+        """One entry per layer and argument: a second would silently override the first
+        (``layers[2].block`` and ``layers[ 2 ].block``, ``layers[0:3].block`` and
+        ``layers[1].block``). Entries for different blocks (``when: {block: ...}``) may
+        share layers: at most one of them applies to a layer."""
+        owners: dict[tuple[int, str], Dimension] = {}
+        for dim in self.dimensions:
+            if dim.kind not in ("block", "layer"):
+                continue
+            for index in dim.layers:
+                first = owners.setdefault((index, dim.arg), dim)
+                if first is dim or self._exclusive(first, dim):
+                    continue
+                raise StudyError(
+                    f"{self._where(dim)}: layer {index}'s {dim.arg} is also varied by "
+                    f"space.{first.key}; one would silently override the other: keep one "
+                    f"entry per layer and argument (entries with different when: {{block: ...}}"
+                    f" may share layers)")
+
+    @staticmethod
+    def _exclusive(a: Dimension, b: Dimension) -> bool:
+        """Whether ``a`` and ``b`` never apply to the same layer: both are conditioned on
+        different blocks (blocks are all chosen before any other layer argument)."""
+        if a.kind != "layer" or b.kind != "layer" or "block" not in a.when or (
+                "block" not in b.when):
+            return False
+        return canonical_name(str(a.when["block"])) != canonical_name(str(b.when["block"]))
+
+    def _specs(self) -> list[ModelSpec]:
+        return [self.base, *self.models.values()]
+
+    def _blocks(self, index: int, position: int) -> set[str]:
+        """Every block layer ``index`` can have when the dimension at ``position`` applies:
+        the base's (or a model's), and the choices of earlier block entries for it."""
+        out = {canonical_name(spec.layers[index].block) for spec in self._specs()
+               if index < len(spec.layers)}
+        for dim in self.dimensions[:position]:
+            if dim.kind == "block" and index in dim.layers:
+                out.update(canonical_name(str(c)) for c in dim.choices)
+        return out
+
+    def _possible(self, index: int, arg: str, wanted: Any, position: int,
+                  blocks: set[str]) -> bool:
+        """Whether layer ``index`` can have ``arg == wanted`` when the dimension at
+        ``position`` applies (an over-estimate: each argument on its own)."""
+        values: list[Any] = [_layer_value(spec.layers[index], arg) for spec in self._specs()
+                             if index < len(spec.layers)]
+        values += [_default(block, arg) for block in blocks]
+        for dim in self.dimensions[:position]:
+            if dim.kind == "width" and arg in ("out_channels", "out_features"):
+                return True
+            if dim.kind == "layer" and dim.arg == arg and index in dim.layers:
+                rng = dim.range
+                if rng is None:
+                    values += list(dim.choices)
+                elif (isinstance(wanted, (int, float)) and not isinstance(wanted, bool)
+                      and rng.low <= wanted <= rng.high):
+                    return True
+        return any(v == wanted and isinstance(v, bool) == isinstance(wanted, bool)
+                   for v in values)
+
+    def _check_reachable(self, position: int, dim: Dimension) -> None:
+        """An entry that can never apply is a mistake, not a smaller space: an argument no
+        block of its layers takes (``kernal_size``), a ``when`` no layer can match."""
+        where = self._where(dim)
+        blocks = {i: self._blocks(i, position) for i in dim.layers}
+        if "block" in dim.when:
+            wanted = canonical_name(str(dim.when["block"]))
+            every = sorted(set().union(*blocks.values()))
+            blocks = {i: {b for b in found if b == wanted} for i, found in blocks.items()}
+            if not any(blocks.values()):
+                raise StudyError(f"{where}: when.block: {dim.when['block']!r} is never the block "
+                                 f"of {_layer_list(dim.layers)} (it can be {', '.join(every)});"
+                                 f" the entry would never apply")
+        candidates = [i for i in dim.layers if blocks[i]]
+        every = sorted(set().union(*(blocks[i] for i in candidates)))
+        names = sorted({a for b in every for a in _arguments(b)})
+
+        def unknown(arg: str, what: str) -> StudyError:
+            close = difflib.get_close_matches(arg, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            them = "the block" if len(every) == 1 else "the blocks"
+            return StudyError(f"{where}{what}: {arg!r} is not an argument of {', '.join(every)},"
+                              f" {them} {_layer_list(candidates)} can have; {hint}allowed: "
+                              f"{', '.join(names)}")
+
+        if dim.kind == "layer":
+            if not any(_accepts(b, dim.arg) for i in candidates for b in blocks[i]):
+                raise unknown(dim.arg, "")
+            candidates = [i for i in candidates if any(_accepts(b, dim.arg) for b in blocks[i])]
+        if not any(_takes_anything(b) for b in every):
+            for arg in dim.when:
+                if arg != "block" and arg not in names:
+                    raise unknown(arg, f": when.{arg}")
+        conditions = [(a, w) for a, w in dim.when.items() if a != "block"]
+        if any(all(self._possible(i, a, w, position, blocks[i]) for a, w in conditions)
+               for i in candidates):
+            return
+        for arg, wanted in conditions:
+            if not any(self._possible(i, arg, wanted, position, blocks[i]) for i in candidates):
+                later = next((d for d in self.dimensions[position + 1:] if d.kind == "layer"
+                              and d.arg == arg and set(d.layers) & set(candidates)), None)
+                hint = (f" (space.{later.key} varies {arg}, but entries apply in the order "
+                        f"they are listed, blocks first: list it before this one)"
+                        if later is not None else "")
+                raise StudyError(f"{where}: when.{arg}: {_layer_list(candidates)} never "
+                                 f"{'has' if len(candidates) == 1 else 'have'} {arg} = "
+                                 f"{describe_found(wanted)} when this entry is applied, so it "
+                                 f"would never apply{hint}")
+        raise StudyError(f"{where}: when: no layer of {_layer_list(candidates)} can match "
+                         f"every condition of {dict(dim.when)} at once, so the entry would "
+                         f"never apply")
 
     # -- configurations ---------------------------------------------------------------------
     def _draft(self, model: str | None) -> _Draft:
@@ -327,6 +510,8 @@ class Space:
 
     @staticmethod
     def _scale(draft: _Draft, width: float) -> None:
+        if width == 1:  # the base network itself, not its channels rounded to multiples of 8
+            return
         last_linear = max((i for i, d in enumerate(draft.layers) if "out_features" in d),
                           default=None)
         for i, layer in enumerate(draft.layers):
@@ -383,26 +568,49 @@ class Space:
                 self._set(dim, draft, layers, value)
         return chosen
 
-    def grid(self) -> list[dict[str, Any]]:
-        """Every configuration (the cartesian product, conditional parameters only where they
-        apply), without duplicates of the same architecture and recipe."""
-        out: list[dict[str, Any]] = []
-        seen: set[str] = set()
+    def _combinations(self) -> Iterator[dict[str, Any]]:
+        """Every combination of values, before duplicates are removed."""
         model_dim = next((d for d in self.dimensions if d.kind == "model"), None)
         models = model_dim.values() if model_dim is not None else [None]
         for model in models:
             start = {"model": model} if model is not None else {}
-            for config in self._expand(self._draft(model), 0, start):
-                spec, train = self.apply(config)
-                identity = spec.hash() + json.dumps(train, sort_keys=True)
-                if identity in seen:
-                    continue
-                seen.add(identity)
-                out.append(config)
-                if len(out) > MAX_CONFIGURATIONS:
-                    raise StudyError(f"{self.config.source}: space: more than "
-                                     f"{MAX_CONFIGURATIONS:,} configurations; use a sampler "
-                                     f"(tpe, nsga2, random) or fewer values")
+            yield from self._expand(self._draft(model), 0, start)
+
+    def _product(self) -> int | None:
+        """The product of every entry's numbers of values (each per_layer layer counted), an
+        upper bound of the combinations; None where a range cannot be counted."""
+        total = 1
+        for dim in self.dimensions:
+            try:
+                count = dim.range.count() if dim.range is not None else len(dim.choices)
+            except ValueError:
+                return None
+            total *= count ** (len(dim.layers) if dim.per_layer else 1)
+        return total
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every configuration (the cartesian product, conditional parameters only where they
+        apply), without duplicates of the same architecture and recipe. The combinations are
+        counted first, before anything is built or compared, and more than
+        :data:`MAX_CONFIGURATIONS` are refused."""
+        raw = sum(1 for _ in itertools.islice(self._combinations(), MAX_CONFIGURATIONS + 1))
+        if raw > MAX_CONFIGURATIONS:
+            product = self._product()
+            shown = f" ({product:,} = the product of every entry's values)" if (
+                product is not None and product > MAX_CONFIGURATIONS) else ""
+            raise StudyError(f"{self.config.source}: space: more than {MAX_CONFIGURATIONS:,} "
+                             f"combinations to enumerate{shown}; the limit counts them before "
+                             f"duplicates are removed; use a sampler (tpe, nsga2, random) or "
+                             f"fewer values")
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for config in self._combinations():
+            spec, train = self.apply(config)
+            identity = spec.hash() + json.dumps(train, sort_keys=True)
+            if identity in seen:
+                continue
+            seen.add(identity)
+            out.append(config)
         return out
 
     def _expand(self, draft: _Draft, index: int, chosen: dict[str, Any]
@@ -451,6 +659,10 @@ class Space:
                     if same == base_value:
                         continue
                     out.append((dim.key, {name: value}))
+                    if len(out) > MAX_CONFIGURATIONS:
+                        raise StudyError(f"{self.config.source}: space: more than "
+                                         f"{MAX_CONFIGURATIONS:,} configurations in the "
+                                         f"ablation; use fewer values or layers")
         return out
 
     def _base_value(self, dim: Dimension, draft: _Draft, layers: tuple[int, ...],
