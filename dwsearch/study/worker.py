@@ -24,12 +24,14 @@ not moved for ``grace`` seconds of its own clock, so clocks of different machine
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +224,34 @@ def _one_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
+@contextlib.contextmanager
+def _noticing_ctrl_c() -> Iterator[threading.Event]:
+    """Note every Ctrl-C (SIGINT) in an event besides raising KeyboardInterrupt as usual:
+    a KeyboardInterrupt raised inside a finalizer or a weakref callback is printed and
+    swallowed by Python, and the worker would go on with the next trial."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        event.set()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    if previous in (signal.SIG_IGN, None):  # Ctrl-C is off for this process: keep it so
+        yield event
+        return
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class StudyData:
     """A study's data, loaded once per worker process and kept (on the device, where there is
     one) for every trial; one copy per input size the study's models ask for."""
@@ -291,6 +321,7 @@ class Worker:
         self._bugs_in_a_row = 0
         self._infeasible_in_a_row = 0
         self._last_infeasible = ""
+        self._interrupted = threading.Event()
         self.ran = 0
         needs = {o.metric for o in self.config.objectives} | {c.metric for c in
                                                                 self.config.constraints}
@@ -301,7 +332,9 @@ class Worker:
     def run(self) -> int:
         """Run trials until none is left to start; returns how many this worker ran."""
         try:
-            return self._loop()
+            with _noticing_ctrl_c() as interrupted:
+                self._interrupted = interrupted
+                return self._loop()
         except Exception as err:
             if "database is locked" in str(err):
                 raise StudyError(
@@ -335,6 +368,10 @@ class Worker:
                 break
             self._run_trial(trial_id)
             self.ran += 1
+            if self._interrupted.is_set():
+                # Ctrl-C came while Python could not raise it (inside a finalizer or a
+                # callback, which swallow it): the trial finished; stop before the next.
+                raise KeyboardInterrupt
             if self._infeasible_in_a_row >= INFEASIBLE_STOP:
                 raise StudyError(
                     f"{self.config.source}: the last {self._infeasible_in_a_row} sampled "
