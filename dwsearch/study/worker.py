@@ -224,6 +224,19 @@ def _one_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
+def _in_a_finalizer(frame: Any) -> bool:
+    """Whether ``frame`` (or its caller) runs a finalizer or weakref code, where Python
+    prints and swallows an exception instead of raising it (torch's module bookkeeping runs
+    weakref callbacks all the time while a model is built). A false alarm only delays the
+    interrupt by a few milliseconds."""
+    for current in (frame, getattr(frame, "f_back", None)):
+        if current is not None and (current.f_code.co_name == "__del__" or
+                                    current.f_code.co_filename.endswith(
+                                        ("weakref.py", "_weakrefset.py"))):
+            return True
+    return False
+
+
 @contextlib.contextmanager
 def _noticing_ctrl_c() -> Iterator[threading.Event]:
     """Note every Ctrl-C (SIGINT) in an event besides raising KeyboardInterrupt as usual:
@@ -237,6 +250,9 @@ def _noticing_ctrl_c() -> Iterator[threading.Event]:
 
     def handler(signum: int, frame: Any) -> None:
         event.set()
+        if _in_a_finalizer(frame):  # raising here would be swallowed: deliver it again soon
+            threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
         if callable(previous):
             previous(signum, frame)
         else:
