@@ -442,3 +442,26 @@ def test_a_study_where_nothing_fits_stops_and_says_why(
     trials = load_results("t").trials
     assert len(trials) == dwsearch.study.worker.INFEASIBLE_STOP
     assert {t.info.status for t in trials} == {"infeasible"}
+
+
+def test_a_new_metric_is_one_entry_of_the_table(images: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics table is the only place a metric is described: an entry makes it an
+    objective and a constraint the study validates, measures, checks and stores, and a
+    column the report reads."""
+    from dwsearch.metrics import METRICS, Metric
+    from dwsearch.report.frame import make_frames
+
+    double = Metric("double_macs", "minimize", "MACs", "twice the MACs",
+                    lambda record: 2.0 * record.macs,
+                    lambda costs, timing: 2.0 * costs.macs, constrainable=True)
+    monkeypatch.setitem(METRICS, "double_macs", double)  # type: ignore[index]
+    cfg = config(images, objectives=["val_accuracy", "double_macs"],
+                 constraints={"double_macs": "<= 100K"})  # conv 266K, dwsep 63K
+    outcome = run(cfg)
+    trials = load_results("t").trials
+    kept = [t for t in trials if t.state == "COMPLETE"]
+    assert outcome.states == {"COMPLETE": 1} and kept[0].record is not None
+    assert kept[0].values == (kept[0].record.val_accuracy, 2.0 * kept[0].record.macs)
+    assert all(t.info.status == "completed" for t in kept)
+    assert make_frames(load_results("t")).configs["macs"].notna().all()

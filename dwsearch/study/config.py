@@ -37,6 +37,7 @@ from pydantic import (
 from dwsearch.arguments import checked, describe_found
 from dwsearch.data.config import DataConfig
 from dwsearch.errors import ConfigError, StudyError
+from dwsearch.metrics import METRICS
 from dwsearch.train.config import TrainConfig
 from dwsearch.yamlio import load_yaml
 
@@ -58,16 +59,11 @@ __all__ = [
 # written for a newer dwsearch is refused with its version.
 STUDY_FORMAT = 1
 
+# From the one metrics table (dwsearch.metrics): objectives and their default directions,
+# and the metrics known before training that constraints may bound.
 METRIC_DIRECTIONS: Mapping[str, str] = {
-    "val_accuracy": "maximize",  # final validation accuracy (the search never sees the test set)
-    "best_val_accuracy": "maximize",
-    "params": "minimize",
-    "macs": "minimize",
-    "activations": "minimize",
-    "saved_bytes": "minimize",
-    "latency": "minimize",  # median batch-1 forward latency on the worker's device, ms
-}
-CONSTRAINT_METRICS = ("params", "macs", "activations", "saved_bytes", "latency")
+    m.name: m.direction for m in METRICS.values() if m.objective}
+CONSTRAINT_METRICS = tuple(m.name for m in METRICS.values() if m.constrainable)
 _SUFFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # Trials one study runs at most (n_trials, or configurations x repeats): every one is a slot
@@ -488,17 +484,18 @@ def _first_error(
 def _parse_objective(text: str, where: str) -> Objective:
     metric, _, direction = text.partition(":")
     metric = metric.strip()
-    if metric not in METRIC_DIRECTIONS:
-        hint = difflib.get_close_matches(metric, list(METRIC_DIRECTIONS), n=1)
+    directions = {m.name: m.direction for m in METRICS.values() if m.objective}
+    if metric not in directions:
+        hint = difflib.get_close_matches(metric, list(directions), n=1)
         extra = f"did you mean {hint[0]!r}? " if hint else ""
         if metric == "test_accuracy":
             raise StudyError(f"{where}: test_accuracy cannot be an objective: the search "
                              f"selects on the validation split, and the report shows test "
                              f"accuracy; use val_accuracy")
         raise StudyError(f"{where}: unknown metric {metric!r}; {extra}allowed: "
-                         f"{', '.join(METRIC_DIRECTIONS)}")
+                         f"{', '.join(directions)}")
     words = {"max": "maximize", "maximize": "maximize", "min": "minimize",
-             "minimize": "minimize", "": METRIC_DIRECTIONS[metric]}
+             "minimize": "minimize", "": directions[metric]}
     if direction.strip() not in words:
         raise StudyError(f"{where}: direction {direction!r}: allowed max or min")
     return Objective(metric, words[direction.strip()])
@@ -508,9 +505,10 @@ _CONSTRAINT = re.compile(r"^\s*(<=|<|>=|>)?\s*([0-9.eE+-]+)\s*([kKMGT]?)\s*$")
 
 
 def _parse_constraint(metric: str, value: str | int | float, where: str) -> Constraint:
-    if metric not in CONSTRAINT_METRICS:
+    allowed = [m.name for m in METRICS.values() if m.constrainable]
+    if metric not in allowed:
         raise StudyError(f"{where}: unknown metric {metric!r}; constraints apply to costs "
-                         f"known before training: {', '.join(CONSTRAINT_METRICS)}")
+                         f"known before training: {', '.join(allowed)}")
     if isinstance(value, bool):
         raise StudyError(f"{where}: expected a bound like '<= 400M' or a number, found {value!r}")
     if isinstance(value, (int, float)):
