@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from dwsearch.arguments import argument_problem, factory_annotations
-from dwsearch.errors import DwsearchError, SpecError, UnknownBlockError
+from dwsearch.errors import DwsearchError, SpecError, UnknownBlockError, first_line
 from dwsearch.limits import check_memory, format_bytes
 from dwsearch.registry import block_info
 from dwsearch.spec import LayerSpec, ModelSpec
@@ -156,7 +156,7 @@ def _construct(factory: Callable[..., Any], kwargs: dict[str, Any], where: str,
     try:
         module = factory(**kwargs)
     except refusals as err:
-        raise SpecError(f"{where}: {_first_line(err)}") from err
+        raise SpecError(f"{where}: {first_line(err)}") from err
     if not isinstance(module, nn.Module):
         raise SpecError(f"{where}: the registered factory returned {type(module).__name__}, "
                         "not a torch.nn.Module")
@@ -177,11 +177,6 @@ def _output_shape(module: nn.Module, shape: tuple[int, ...], device: str, where:
         raise SpecError(f"{where}: forward returned {type(out).__name__}, not a tensor; a "
                         f"block must return one tensor (the next layer's input)")
     return tuple(int(d) for d in out.shape[1:])
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 @dataclass
@@ -230,7 +225,7 @@ def _plan_layer(
     try:
         out_shape = _output_shape(module, shape, "cpu", where)
     except _REFUSALS as err:
-        raise SpecError(f"{where}: fails on input of shape {shape}: {_first_line(err)}"
+        raise SpecError(f"{where}: fails on input of shape {shape}: {first_line(err)}"
                         ) from err
     return _Planned(factory, kwargs, out_shape, params)
 

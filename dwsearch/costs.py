@@ -49,7 +49,7 @@ from torch import nn
 
 from dwsearch.builder import Network, build_model, infer_shapes
 from dwsearch.convention import CONVENTION, convention
-from dwsearch.errors import ConfigError, CostError
+from dwsearch.errors import ConfigError, CostError, first_line
 from dwsearch.limits import check_memory
 from dwsearch.runtime import device_name, resolve_device, torch_threads
 from dwsearch.spec import ModelSpec
@@ -175,8 +175,8 @@ def _probe(model: nn.Module, shape: tuple[int, ...]) -> None:
         with _mode(model, training=False), torch.no_grad():
             model(torch.zeros(1, *shape, device=_device(model)))
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"input_shape {shape}: the model fails on it: {first}") from err
+        raise ConfigError(f"input_shape {shape}: the model fails on it: "
+                          f"{first_line(err)}") from err
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ __all__ = [
     "SpecError",
     "StudyError",
     "UnknownBlockError",
+    "first_line",
     "reason",
 ]
 
@@ -77,3 +78,10 @@ def reason(exc: BaseException, limit: int = 160) -> str:
     """An exception as one short line (type and first words), for one-line messages."""
     text = " ".join(str(exc).split())[:limit]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): a
+    multi-line message from torch or Optuna as the tail of a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -53,7 +53,7 @@ def test_data_and_train_never_import_model_code(layer: str) -> None:
 
 @pytest.mark.parametrize("leaf", ["dwsearch.errors", "dwsearch.records", "dwsearch._lazy",
                                   "dwsearch.yamlio", "dwsearch.limits", "dwsearch.arguments",
-                                  "dwsearch.convention", "dwsearch.urls"])
+                                  "dwsearch.convention", "dwsearch.urls", "dwsearch.files"])
 def test_leaves_import_nothing_heavy(leaf: str) -> None:
     banned = ("torch", "numpy", "optuna", "pandas", "fvcore", "torchvision")
     assert offenders(leaf, banned) == {}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ import torchvision
 from dwsearch.data.paths import cache_dir
 from dwsearch.data.tensors import ImageTensors, tensor_crc
 from dwsearch.errors import reason
+from dwsearch.files import TEMP_PREFIX, atomic_file
 
 __all__ = ["cached_splits"]
 
@@ -71,25 +71,15 @@ def _write_cache(path: Path, key: str, splits: dict[str, ImageTensors]) -> bool:
         "splits": {n: {"images": s.images, "labels": s.labels} for n, s in splits.items()},
         "checksums": _checksums(splits),
     }
-    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
         # Readers see either the old file or the complete new one, never a partial write.
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_file(path) as fh:
+            torch.save(payload, fh)
     except (OSError, RuntimeError) as exc:
         # A full disk or read-only cache costs speed, not the run: warn and carry on.
         warnings.warn(f"{path}: could not write the tensor cache ({reason(exc)})", stacklevel=3)
         return False
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
     return True
 
 
@@ -99,7 +89,7 @@ def _prune_cache(directory: Path, prefix: str, keep: Path) -> None:
     with contextlib.suppress(OSError):
         for entry in os.scandir(directory):
             name = entry.name
-            stale_tmp = name.startswith(".tmp-") and now - entry.stat().st_mtime > 3600
+            stale_tmp = name.startswith(TEMP_PREFIX) and now - entry.stat().st_mtime > 3600
             if (name.startswith(prefix) and name != keep.name) or stale_tmp:
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)

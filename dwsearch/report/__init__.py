@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dwsearch.arguments import checked
 from dwsearch.errors import ReportError, StudyError, reason
+from dwsearch.files import write_atomically
 from dwsearch.study.results import StudyResults
 from dwsearch.urls import mask_url
 
@@ -113,19 +114,10 @@ def default_command(results: StudyResults, out_dir: Path) -> str:
 
 def _write(path: Path, data: bytes | str) -> None:
     """Write ``path`` atomically: it holds the old content or the new, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise ReportError(f"{path}: cannot write the report ({reason(err)})") from err
-        raise
+        write_atomically(path, data)
+    except OSError as err:
+        raise ReportError(f"{path}: cannot write the report ({reason(err)})") from err
 
 
 # -- the report folder ------------------------------------------------------------------------

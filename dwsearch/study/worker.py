@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from dwsearch.data.config import DataConfig
-from dwsearch.errors import ConfigError, DwsearchError, StudyError, reason
+from dwsearch.errors import ConfigError, DwsearchError, StudyError, first_line, reason
 from dwsearch.records import RunRecord, TrialInfo
 from dwsearch.study import objective
 from dwsearch.study.plan import (
@@ -218,10 +218,6 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc (macOS): signal 0 is all we know
     return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
-
-
-def _one_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _in_a_finalizer(frame: Any) -> bool:
@@ -514,7 +510,7 @@ class Worker:
                 self._give_back(trial, info, "interrupted", "interrupted by the user (Ctrl-C)")
                 raise
             except DwsearchError as err:  # the configuration cannot run: a located reason
-                self._fail(trial, info, "error", _one_line(err), started)
+                self._fail(trial, info, "error", first_line(err), started)
             except Exception as err:  # a bug or the machine (out of memory, a full disk)
                 if "database is locked" in str(err):
                     raise
@@ -522,7 +518,7 @@ class Worker:
                 # out again, so the same command on a mended machine still runs it.
                 self._bugs_in_a_row += 1
                 self._give_back(trial, info, "error",
-                                f"{type(err).__name__}: {_one_line(err)}")
+                                f"{type(err).__name__}: {first_line(err)}")
                 if self._bugs_in_a_row >= 3:
                     raise StudyError(f"three trials in a row failed unexpectedly (their slots "
                                      f"are laid out again); the last: {reason(err)}") from err

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dwsearch.errors import CheckpointError, reason
+from dwsearch.files import atomic_file
 from dwsearch.records import EpochMetrics
 from dwsearch.runtime import versions
 from dwsearch.train.config import TrainConfig
@@ -124,22 +125,14 @@ def _looks_like_checkpoint(path: Path) -> bool:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` so that ``path`` always holds either the old or the new checkpoint."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
+        with atomic_file(path) as fh:
             torch.save(state, fh)
-            fh.flush()
-            # fsync before the rename: otherwise a crash can leave a renamed but empty file.
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):  # a full disk, a folder removed under the run
-            raise CheckpointError(
-                f"{path}: cannot write the checkpoint ({err.strerror or reason(err)})"
-            ) from err
-        raise
+    except OSError as err:  # a full disk, a folder removed under the run
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint ({err.strerror or reason(err)})"
+        ) from err
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
