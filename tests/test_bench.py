@@ -23,10 +23,10 @@ from dwsearch.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
-def real_test_split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageTensors]:
+def real_test_split(cifar10_cache: Path) -> Iterator[ImageTensors]:
     path = require_cifar10()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("DWSEARCH_CACHE_DIR", str(cifar10_cache))
         splits = load_dataset("cifar10", data_dir=path, val_size=0, download=False,
                               test_subset=256)
         yield splits.test

@@ -34,12 +34,12 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real CIFAR-10 copy, with a fresh decoded-tensor cache for this module so tests
-    never touch ~/.cache."""
+def cifar10_dir(cifar10_cache: Path) -> Iterator[str]:
+    """The real CIFAR-10 copy, with the session's decoded-tensor cache (tests never touch
+    ~/.cache)."""
     path = require_cifar10()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("DWSEARCH_CACHE_DIR", str(cifar10_cache))
         yield str(path)
 
 

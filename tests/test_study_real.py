@@ -7,7 +7,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from realdata import require_cifar10
 
 from dwsearch.study.config import load_study_config
 from dwsearch.study.plan import make_plan
@@ -42,22 +41,25 @@ def test_baseline_is_the_seed_experiment() -> None:
     assert config.model.repeats >= 3
 
 
-def test_quick_study_end_to_end_on_real_cifar10(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    data = require_cifar10()
-    monkeypatch.setenv("DWSEARCH_CACHE_DIR", str(tmp_path / "cache"))
-    config = load_config(STUDIES[0].parent / "quick.yaml")
+def test_quick_study_end_to_end_on_real_cifar10(tmp_path: Path, real_cifar10: Path) -> None:
+    """studies/quick.yaml, the newcomer's first command, through the same path as `make
+    run` (its grid, its repeats, real CIFAR-10), on a smaller budget: 1,000 training images
+    and 1 epoch instead of 4,000 and 3 (make run measures the full one; whether small nets
+    learn on real images is tests/test_integration.py's)."""
+    config = load_config(STUDIES[0].parent / "quick.yaml", overrides={
+        "data.train_subset": 1000, "data.val_size": 500, "data.test_subset": 500,
+        "train.epochs": 1})
     storage = f"sqlite:///{tmp_path / 'quick.db'}"
     outcome = run_study(config, storage=storage, jobs=1,
-                        options=WorkerOptions(device="cpu", data_dir=str(data)))
+                        options=WorkerOptions(device="cpu", data_dir=str(real_cifar10)))
     assert outcome.states == {"COMPLETE": 12} and outcome.ran == 12
     results = load_results("quick", storage)
     for trial in results.trials:
         record = trial.record
-        assert record is not None and record.lossy_data and record.train_images == 4000
-        assert record.val_images == 1000 and record.test_images == 2000
-        assert 0.1 < (record.val_accuracy or 0) < 1  # above chance after 3 epochs
+        assert record is not None and record.lossy_data and record.train_images == 1000
+        assert record.val_images == 500 and record.test_images == 500
+        assert record.val_accuracy is not None and 0 <= record.val_accuracy <= 1
     macs = {t.info.config["layers[2,4].block"]: t.record.macs for t in results.trials
-            if t.record and t.info.config["layers[2,4].kernel_size"] == 3}
+            if t.record and t.info.config and t.info.config["layers[2,4].kernel_size"] == 3}
     assert macs["dwsep"] < macs["hybrid"] < macs["conv"]
     assert len(optuna.load_study(study_name="quick", storage=storage).best_trials) >= 1

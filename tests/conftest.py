@@ -1,0 +1,27 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from realdata import require_cifar10
+
+
+@pytest.fixture(scope="session")
+def cifar10_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One decoded-tensor cache of the real CIFAR-10 copy for the whole session: decoding
+    its 60,000 JPEGs takes seconds, and every module that trains on real images needs them.
+    Tests of cold loading itself (tests/test_data.py) keep a cache of their own; nothing
+    touches ~/.cache."""
+    return tmp_path_factory.mktemp("cifar10-cache")
+
+
+@pytest.fixture()
+def real_cifar10(cifar10_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The real CIFAR-10 copy's folder, with the session's tensor cache in the environment
+    (so child processes use it too)."""
+    path = require_cifar10()
+    monkeypatch.setenv("DWSEARCH_CACHE_DIR", str(cifar10_cache))
+    yield path
