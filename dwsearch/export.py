@@ -19,7 +19,7 @@ import torch
 from dwsearch.deploy._runtimes import get_runtime
 from dwsearch.deploy.images import random_images, split_images
 from dwsearch.deploy.latency import EAGER, Candidate, LatencyTable, time_interleaved
-from dwsearch.deploy.lower import Lowered, eager_session, lower
+from dwsearch.deploy.program import Lowered, eager_session, lower
 from dwsearch.errors import CheckpointError, ReportError, reason
 from dwsearch.report.export import (
     SUFFIXES,
@@ -91,7 +91,7 @@ def export_trial(
     ``spec``: its architecture as YAML. ``checkpoint``: spec and kept weights, readable by
     :func:`dwsearch.run.model_from_checkpoint`. ``onnx``, ``onnx-int8``, ``pte``,
     ``pte-int8``: a program for ONNX Runtime or ExecuTorch (XNNPACK), lowered by
-    :func:`dwsearch.deploy.lower` and so checked against the eager model: fp32 on random
+    :func:`dwsearch.deploy.program` and so checked against the eager model: fp32 on random
     images (equality needs no real ones), int8 by top-1 agreement on validation images.
     int8 calibrates on :data:`CALIBRATION_IMAGES` **training** images of the trial's own
     data (``calibration="train"``; ``data_dir`` where the data moved), never validation or

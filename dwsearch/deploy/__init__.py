@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 
 from dwsearch._lazy import lazy_exports
 
+# Module names differ from every exported name: importing a submodule sets it as an
+# attribute of the package, which would hide an exported function of the same name.
+
 if TYPE_CHECKING:
     from dwsearch.deploy._runtimes import PRECISIONS, RUNTIMES, Session
     from dwsearch.deploy.images import random_images, split_images
@@ -27,16 +30,16 @@ if TYPE_CHECKING:
         Timing,
         time_interleaved,
     )
-    from dwsearch.deploy.lower import FP32_TOLERANCE, Correctness, Lowered, eager_session, lower
-    from dwsearch.deploy.measure import Deployment, measure, thread_counts
+    from dwsearch.deploy.program import FP32_TOLERANCE, Correctness, Lowered, eager_session, lower
+    from dwsearch.deploy.deployment import Deployment, measure, thread_counts
 
 _EXPORTS = {
     "dwsearch.deploy._runtimes": ("PRECISIONS", "RUNTIMES", "Session"),
     "dwsearch.deploy.images": ("random_images", "split_images"),
     "dwsearch.deploy.latency": ("Candidate", "Conditions", "LatencyTable", "Ratio", "Timing",
                                 "time_interleaved"),
-    "dwsearch.deploy.lower": ("FP32_TOLERANCE", "Correctness", "Lowered", "eager_session",
+    "dwsearch.deploy.program": ("FP32_TOLERANCE", "Correctness", "Lowered", "eager_session",
                               "lower"),
-    "dwsearch.deploy.measure": ("Deployment", "measure", "thread_counts"),
+    "dwsearch.deploy.deployment": ("Deployment", "measure", "thread_counts"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -134,7 +134,7 @@ class Runtime:
               calibration: torch.Tensor | None) -> bytes:
         """The program bytes of ``model`` (eval mode) for inputs shaped like ``sample``
         (batch included); ``int8`` quantizes with ``calibration`` images. Errors from torch
-        and the runtime pass through: :mod:`dwsearch.deploy.lower` locates them."""
+        and the runtime pass through: :mod:`dwsearch.deploy.program` locates them."""
         # torch.export prints the graph it gave up on, and the exporters their progress:
         # the error raised says what matters, in one line.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

@@ -12,7 +12,7 @@ from torch import nn
 from dwsearch.costs import check_latency_memory
 from dwsearch.deploy._runtimes import PRECISIONS, RUNTIMES, get_runtime
 from dwsearch.deploy.latency import EAGER, Candidate, LatencyTable, time_interleaved
-from dwsearch.deploy.lower import Lowered, eager_session, lower
+from dwsearch.deploy.program import Lowered, eager_session, lower
 from dwsearch.errors import DeployError
 from dwsearch.runtime import usable_cpus
 from dwsearch.train.config import MAX_THREADS
@@ -68,7 +68,7 @@ def measure(
     calls_per_block: int = 10,
 ) -> Deployment:
     """Lower every model (label -> model; all take one input shape) to every runtime in every
-    precision, check each program on ``images`` (see :func:`dwsearch.deploy.lower`), and time
+    precision, check each program on ``images`` (see :func:`dwsearch.deploy.program`), and time
     them all together, interleaved (:func:`time_interleaved`), with eager PyTorch fp32 for
     reference unless ``eager`` is false: one table per thread count in ``threads`` (None: 1
     and all usable cores). Latency is per batch of ``batch_size``, in milliseconds.

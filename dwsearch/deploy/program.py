@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -185,7 +186,10 @@ def lower(
     except DwsearchError:
         raise
     except Exception as err:
-        raise _locate(err, model, rt, precision, sample, calibration) from err
+        # torch.export prints the graph it gave up on; the one line raised says what matters.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            located = _locate(err, model, rt, precision, sample, calibration)
+        raise located from err
     seconds = time.perf_counter() - start
     with torch.inference_mode():
         reference = _in_batches(model, images, max(batch_size, 64))
