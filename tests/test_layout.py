@@ -85,3 +85,15 @@ def test_configs_and_cli_import_no_torch_at_module_level() -> None:
         top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
         assert not any(m.startswith(("torch", "dwsearch.builder", "dwsearch.costs",
                                      "dwsearch.run", "dwsearch.bench")) for m in top), name
+
+
+def test_deploy_imports_no_optuna_or_pandas_and_its_runtimes_lazily() -> None:
+    assert offenders("dwsearch.deploy", ("optuna", "pandas", "dwsearch.study",
+                                         "dwsearch.report")) == {}
+    runtimes = ("executorch", "onnxruntime", "onnx", "onnxscript", "torchao")
+    for name, path in SOURCES.items():
+        if name.startswith("dwsearch.deploy"):
+            tree = ast.parse(path.read_text())
+            top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+            top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+            assert not [m for m in top if within(m, runtimes)], name
