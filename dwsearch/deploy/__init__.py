@@ -21,6 +21,7 @@ from dwsearch._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from dwsearch.deploy._runtimes import PRECISIONS, RUNTIMES, Session
+    from dwsearch.deploy.deployment import Deployment, measure, thread_counts
     from dwsearch.deploy.images import random_images, split_images
     from dwsearch.deploy.latency import (
         Candidate,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
         time_interleaved,
     )
     from dwsearch.deploy.program import FP32_TOLERANCE, Correctness, Lowered, eager_session, lower
-    from dwsearch.deploy.deployment import Deployment, measure, thread_counts
 
 _EXPORTS = {
     "dwsearch.deploy._runtimes": ("PRECISIONS", "RUNTIMES", "Session"),
