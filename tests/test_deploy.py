@@ -248,6 +248,15 @@ def test_bad_arguments_are_one_line(kwargs: dict, message: str) -> None:
         lower(model, args.pop("runtime"), args.pop("precision", "fp32"), **args)
 
 
+def test_a_batch_over_the_memory_limit_is_refused_before_lowering() -> None:
+    from dwsearch.errors import ResourceError
+
+    model = build_model({"input": [3, 8, 8], "num_classes": 10, "layers": [
+        {"block": "global_avgpool"}, {"block": "linear", "out_features": 10}]})
+    with pytest.raises(ResourceError, match=r"^batch_size 100,000,000: a latency measurement"):
+        lower(model, "executorch", images=random_images(2, (3, 8, 8)), batch_size=10**8)
+
+
 def test_no_temporary_file_is_left(user_blocks: dict[str, nn.Module],
                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Programs stay in memory; ONNX Runtime's quantizer works in a temporary folder that

@@ -13,6 +13,7 @@ fails. Program bytes stay in memory.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import io
@@ -214,14 +215,20 @@ def _pt2e_int8(model: nn.Module, sample: torch.Tensor, calibration: torch.Tensor
 _POOL_RESETS = [0]
 
 
+@functools.cache
+def _portable_lib() -> Any:
+    with native_stderr():  # its import logs the CPU probing of ExecuTorch's cpuinfo
+        from executorch.extension.pybindings import portable_lib
+    return portable_lib
+
+
 def _executorch_threads(threads: int) -> None:
     """Set ExecuTorch's threadpool to ``threads`` threads, where XNNPACK runs its kernels."""
-    with native_stderr():  # it logs its CPU probing at import and every reset
-        from executorch.extension.pybindings import portable_lib
-
-        if portable_lib._threadpool_get_thread_count() != threads:
-            portable_lib._unsafe_reset_threadpool(threads)
-            _POOL_RESETS[0] += 1
+    lib = _portable_lib()
+    if lib._threadpool_get_thread_count() != threads:
+        with native_stderr():  # it logs every reset
+            lib._unsafe_reset_threadpool(threads)
+        _POOL_RESETS[0] += 1
 
 
 class _ExecuTorchSession:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dwsearch.costs import check_latency_memory
 from dwsearch.deploy._runtimes import PRECISIONS, RUNTIMES, get_runtime
 from dwsearch.deploy.latency import EAGER, Candidate, LatencyTable, time_interleaved
 from dwsearch.deploy.program import Lowered, eager_session, lower
@@ -88,8 +87,6 @@ def measure(
                               f"{', '.join(PRECISIONS)}")
     counts = thread_counts(threads)
     shape = tuple(images.shape[1:]) if isinstance(images, torch.Tensor) else ()
-    for model in models.values():
-        check_latency_memory(model, shape, batch_size) if shape else None
     lowered: dict[tuple[str, str, str], Lowered] = {}
     for label, model in models.items():
         for runtime in runtimes:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from dwsearch.costs import check_latency_memory
 from dwsearch.deploy._runtimes import PRECISIONS, RUNTIMES, Runtime, Session, get_runtime
 from dwsearch.errors import DeployError, DwsearchError, reason
 
@@ -79,6 +80,9 @@ class Lowered:
 
     def load(self, threads: int = 1) -> Session:
         """The program loaded in its runtime, with ``threads`` intra-op threads."""
+        from dwsearch.deploy.deployment import thread_counts
+
+        (threads,) = thread_counts(threads)
         return get_runtime(self.runtime).load(self.program, threads)
 
 
@@ -174,6 +178,8 @@ def lower(
             raise DeployError("calibration: int8 needs calibration images (training images, "
                               "N, C, H, W)")
         calibration = _check_images(calibration, "calibration", shape)
+    # A batch that would not fit is refused before anything is exported or allocated.
+    check_latency_memory(model, shape, batch_size)
     rt = get_runtime(runtime)
     rt.require()
     model = copy.deepcopy(model).cpu().eval()  # the quantizer folds batch norm in place
