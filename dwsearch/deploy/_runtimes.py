@@ -122,8 +122,10 @@ class Runtime:
         """Import what lowering and running need; raise :class:`RuntimeNotInstalledError`
         naming the extra when a package is missing."""
         try:
-            for module in _NEEDS[self.name]:
-                importlib.import_module(module)
+            # ExecuTorch's native library logs its CPU probing when it loads.
+            with native_stderr():
+                for module in _NEEDS[self.name]:
+                    importlib.import_module(module)
         except ImportError as err:
             raise _missing(self.name, err) from err
 
@@ -217,8 +219,11 @@ _POOL_RESETS = [0]
 
 @functools.cache
 def _portable_lib() -> Any:
-    with native_stderr():  # its import logs the CPU probing of ExecuTorch's cpuinfo
+    # The threadpool starts on first use and logs its CPU probing then: start it here.
+    with native_stderr():
         from executorch.extension.pybindings import portable_lib
+
+        portable_lib._threadpool_get_thread_count()
     return portable_lib
 
 
