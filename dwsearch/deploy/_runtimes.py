@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,7 @@ def _missing(runtime: str, err: ImportError) -> RuntimeNotInstalledError:
 # the ``deploy`` extra installs (see pyproject.toml).
 _NEEDS = {
     "executorch": ("executorch.exir", "executorch.runtime",
+                   "executorch.extension.pybindings.portable_lib",
                    "executorch.backends.xnnpack.partition.xnnpack_partitioner",
                    "executorch.backends.xnnpack.quantizer.xnnpack_quantizer",
                    "torchao.quantization.pt2e.quantize_pt2e"),
@@ -122,8 +124,10 @@ class Runtime:
         """Import what lowering and running need; raise :class:`RuntimeNotInstalledError`
         naming the extra when a package is missing."""
         try:
-            # ExecuTorch's native library logs its CPU probing when it loads.
-            with native_stderr():
+            # ExecuTorch's native library logs its CPU probing when it loads, and its
+            # pybindings warn that their Python API is experimental (known: see README).
+            with native_stderr(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 for module in _NEEDS[self.name]:
                     importlib.import_module(module)
         except ImportError as err:
@@ -220,7 +224,9 @@ _POOL_RESETS = [0]
 @functools.cache
 def _portable_lib() -> Any:
     # The threadpool starts on first use and logs its CPU probing then: start it here.
-    with native_stderr():
+    with native_stderr(), warnings.catch_warnings():
+        # It warns on import that its Python API is experimental: known (see README).
+        warnings.simplefilter("ignore")
         from executorch.extension.pybindings import portable_lib
 
         portable_lib._threadpool_get_thread_count()
