@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 # Installed first and explicitly, so pip takes these wheels instead of resolving the newest
 # release (several GB of CUDA packages) from the registry. Override for another platform.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+# ExecuTorch without its declared dependencies (heavy ones for other backends: coremltools,
+# scikit-learn, hydra, tokenizers...); what its XNNPACK path imports is the `deploy` extra.
+EXECUTORCH ?= executorch==1.5.1
 # Development machines have a real CIFAR-10 copy beside the checkout; use it when present.
 # Elsewhere dwsearch looks in its cache directory and downloads the official archive there.
 SHARED_CIFAR10 := $(abspath ../shared/datasets/cifar10-jpeg)
@@ -43,6 +46,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(EXECUTORCH)
 	touch $@
 
 setup: $(VENV)/.installed

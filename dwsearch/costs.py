@@ -63,6 +63,7 @@ __all__ = [
     "MacCount",
     "Profile",
     "SavedBytes",
+    "check_latency_memory",
     "count_activations",
     "count_macs",
     "measure_latency",
@@ -665,7 +666,7 @@ class LatencyResult:
         )
 
 
-def _check_latency_memory(model: nn.Module, input_shape: tuple[int, ...], batch_size: int
+def check_latency_memory(model: nn.Module, input_shape: tuple[int, ...], batch_size: int
                           ) -> None:
     """Refuse a latency batch whose inference would exceed the memory limit: per sample, the
     largest input + output of any layer (what inference holds at once), for the batch, plus
@@ -703,7 +704,7 @@ def measure_latency(
             raise ConfigError(f"{name}: expected an integer >= {least}, found {value!r}")
     model, _spec, input_shape = _model_and_spec(model_or_spec, input_shape)
     dev = resolve_device(device)
-    _check_latency_memory(model, input_shape, batch_size)
+    check_latency_memory(model, input_shape, batch_size)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = copy.deepcopy(model).to(dev).to(memory_format=memory_format).eval()
     sample = torch.randn(batch_size, *input_shape, device=dev).contiguous(

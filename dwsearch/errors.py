@@ -18,10 +18,12 @@ __all__ = [
     "ConfigError",
     "CostError",
     "DataError",
+    "DeployError",
     "DwsearchError",
     "RecordError",
     "ReportError",
     "ResourceError",
+    "RuntimeNotInstalledError",
     "SpecError",
     "StudyError",
     "UnknownBlockError",
@@ -72,6 +74,16 @@ class RecordError(DwsearchError, ValueError):
 
 class ReportError(DwsearchError, ValueError):
     """A report that cannot be made from what the storage holds."""
+
+
+class DeployError(DwsearchError, ValueError):
+    """A model that a deployment runtime cannot lower or run (an unsupported op, a branch
+    on tensor values): the message names the layer, its block and the runtime."""
+
+
+class RuntimeNotInstalledError(DeployError):
+    """A deployment runtime whose packages are not installed; the message names the extra
+    that installs them."""
 
 
 def reason(exc: BaseException, limit: int = 160) -> str:

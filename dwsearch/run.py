@@ -36,7 +36,7 @@ from dwsearch.runtime import (
     versions,
 )
 from dwsearch.spec import ModelSpec
-from dwsearch.train.checkpoint import load_checkpoint, prepare_checkpoint
+from dwsearch.train.checkpoint import load_checkpoint, load_weights, prepare_checkpoint
 from dwsearch.train.config import TrainConfig
 from dwsearch.train.loop import Callback, evaluate, fit
 from dwsearch.zoo import load_spec
@@ -47,6 +47,7 @@ __all__ = [
     "load_data",
     "make_loaders",
     "model_from_checkpoint",
+    "model_from_weights",
     "train_spec",
 ]
 
@@ -251,6 +252,19 @@ def _latency_dict(timing: Any) -> dict[str, Any] | None:
     return out
 
 
+def model_from_weights(spec: ModelSpec, weights: Mapping[str, Any], what: str) -> Network:
+    """The network ``spec`` describes with ``weights`` (a state dict) loaded, on the CPU in
+    eval mode: the one place a spec and weights become a model (checkpoints, exports).
+
+    Weights that do not fit are one :class:`CheckpointError` line beginning with ``what``
+    (e.g. ``run.pt: weights do not fit the stored spec``)."""
+    model = build_model(spec)
+    load_weights(model, weights, what)
+    result: nn.Module = model.eval()
+    assert isinstance(result, Network)
+    return result
+
+
 def model_from_checkpoint(path: str | Path) -> Network:
     """Rebuild the network from the spec stored in a checkpoint and load its weights.
 
@@ -265,14 +279,8 @@ def model_from_checkpoint(path: str | Path) -> Network:
             f"load_state_dict(load_checkpoint(path)['model'])"
         )
     try:
-        model = build_model(ModelSpec.from_dict(state["spec"], source=f"{path}: spec"))
+        spec = ModelSpec.from_dict(state["spec"], source=f"{path}: spec")
+        return model_from_weights(spec, state["model"],
+                                  f"{path}: weights do not fit the stored spec")
     except SpecError as err:
         raise CheckpointError(f"{err}") from err
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, TypeError, AttributeError) as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"{path}: weights do not fit the stored spec: {first}") from err
-    result: nn.Module = model.eval()
-    assert isinstance(result, Network)
-    return result

@@ -92,3 +92,15 @@ def test_the_metrics_table_is_a_leaf_the_report_can_read() -> None:
     assert offenders("dwsearch.metrics", banned) == {}
     internal = {m for m in imports(SOURCES["dwsearch.metrics"]) if m.startswith("dwsearch")}
     assert internal <= {"dwsearch.errors", "dwsearch.records"}
+
+
+def test_deploy_imports_no_optuna_or_pandas_and_its_runtimes_lazily() -> None:
+    assert offenders("dwsearch.deploy", ("optuna", "pandas", "dwsearch.study",
+                                         "dwsearch.report")) == {}
+    runtimes = ("executorch", "onnxruntime", "onnx", "onnxscript", "torchao")
+    for name, path in SOURCES.items():
+        if name.startswith("dwsearch.deploy"):
+            tree = ast.parse(path.read_text())
+            top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+            top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+            assert not [m for m in top if within(m, runtimes)], name

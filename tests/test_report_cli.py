@@ -18,8 +18,8 @@ from pg import postgres_server
 from PIL import Image
 
 from dwsearch.cli import main
-from dwsearch.errors import ReportError
-from dwsearch.report.export import export_trial
+from dwsearch.errors import ReportError, RuntimeNotInstalledError
+from dwsearch.export import export_trial
 from dwsearch.spec import ModelSpec
 from dwsearch.study.results import load_results
 
@@ -366,8 +366,9 @@ def test_export_onnx_without_its_packages_says_what_to_install(
 
     name, url, _ = weights_study
     monkeypatch.setitem(sys.modules, "onnxscript", None)
-    with pytest.raises(ReportError, match=re.escape("pip install 'dwsearch[onnx]'")):
+    with pytest.raises(RuntimeNotInstalledError, match=re.escape("pip install 'dwsearch[deploy]'")):
         export_trial(load_results(name, url), 0, "onnx", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_report_detail_sets_the_models_drawn(default_dir: Path, tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import click
 
 from dwsearch.cli._common import load_spec_with, spec_options
 from dwsearch.report import DEFAULT_DETAIL
+from dwsearch.report.export import SUFFIXES
+from dwsearch.train.config import MAX_THREADS
 from dwsearch.urls import mask_url
 
 _STORAGE_HELP = ("Optuna storage URL (sqlite:///PATH, postgresql://..., journal:///PATH); "
@@ -121,25 +123,52 @@ def draw(spec: str, overrides: dict[str, Any], out: Path | None, bn: str,
 @click.command("export")
 @click.argument("study", metavar="STUDY_FILE_OR_NAME")
 @click.option("--trial", "number", type=int, required=True, help="Trial number.")
-@click.option("--format", "fmt", type=click.Choice(["spec", "checkpoint", "onnx"]),
-              default="spec", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(list(SUFFIXES)), default="spec",
+              show_default=True,
               help="spec: YAML that build_model rebuilds; checkpoint: spec and kept weights "
-                   "(dwsearch.run.model_from_checkpoint reads it); onnx: the model as ONNX "
-                   "(needs the onnx and onnxscript packages).")
+                   "(dwsearch.run.model_from_checkpoint reads it); onnx, onnx-int8: for ONNX "
+                   "Runtime; pte, pte-int8: for ExecuTorch with the XNNPACK delegate. Programs "
+                   "are checked against eager PyTorch and timed.")
 @click.option("--storage", help=_STORAGE_HELP)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="File to write; default: <study>-trial<N>.yaml|.pt|.onnx.")
+              help="File to write; default: <study>-trial<N> with the format's suffix.")
 @click.option("--untrained", is_flag=True,
-              help="onnx: export with fresh weights when the trial kept none.")
+              help="Programs: export with fresh weights when the trial kept none.")
+@click.option("--calibration", type=click.Choice(["train", "random"]), default="train",
+              show_default=True,
+              help="int8: calibrate on training images of the trial's data (never validation "
+                   "or test), or on random images (no data needed; not representative).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="int8: where the trial's data is now, if it moved.")
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=1,
+              show_default=True, help="Programs: threads to time the program with.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Programs: the batch to export (a .pte program takes only that batch) "
+                   "and time.")
 def export(study: str, number: int, fmt: str, storage: str | None, out: Path | None,
-           untrained: bool) -> None:
-    """Write trial N of STUDY as a spec, a checkpoint with its kept weights, or ONNX."""
+           untrained: bool, calibration: str, data_dir: Path | None, threads: int,
+           batch_size: int) -> None:
+    """Write trial N of STUDY as a spec, a checkpoint with its kept weights, or a program
+    ready to ship (ONNX Runtime or ExecuTorch, fp32 or int8), with its check and latency."""
     from dwsearch.report import open_study
-    from dwsearch.report.export import export_trial
+
+    if fmt in ("spec", "checkpoint"):
+        # Reads the records only: no torch for a spec (the report package never imports it).
+        from dwsearch.report.export import export_spec
+
+        results = open_study(study, storage)
+        if fmt == "spec":
+            path = export_spec(results, number, out)
+            click.echo(f"{path}  (trial {number} of {results.name}, {fmt})")
+            return
+    from dwsearch.export import export_trial
 
     results = open_study(study, storage)
-    path = export_trial(results, number, fmt, out, untrained=untrained)
-    click.echo(f"{path}  (trial {number} of {results.name}, {fmt})")
+    done = export_trial(results, number, fmt, out, untrained=untrained, calibration=calibration,
+                        data_dir=data_dir, threads=threads, batch_size=batch_size)
+    click.echo(f"{done.path}  (trial {number} of {results.name}, {fmt})")
+    if done.program is not None:
+        click.echo(done.summary())
 
 
 COMMANDS = [report, draw, export]

@@ -1,31 +1,27 @@
-"""A chosen trial as a file: its spec (YAML that :func:`dwsearch.build_model` rebuilds), a
-checkpoint with its kept weights (readable by :func:`dwsearch.run.model_from_checkpoint`), or
-an ONNX graph.
+"""A chosen trial's architecture as a spec file, and what every export shares: finding the
+trial, its spec, its kept weights' file, writing a file whole.
 
-The spec export reads only the run record. The checkpoint and ONNX exports need the model,
-so they import torch (inside the functions: the rest of :mod:`dwsearch.report` never does);
-ONNX also needs the ``onnx`` and ``onnxscript`` packages (``pip install 'dwsearch[onnx]'``).
+Nothing here imports torch (the report package never does). The exports that need the model
+(a checkpoint, ONNX, ExecuTorch programs, int8) live in :mod:`dwsearch.export`, beside
+:func:`dwsearch.run.model_from_checkpoint`, and call these.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dwsearch.errors import CheckpointError, ReportError, SpecError, reason
+from dwsearch.errors import ReportError, SpecError, reason
+from dwsearch.files import write_atomically
 from dwsearch.spec import ModelSpec
 from dwsearch.study.results import StudyResults, TrialResult
-from dwsearch.urls import mask_url
 
-__all__ = ["FORMATS", "default_path", "export_trial", "find_trial"]
+__all__ = ["SUFFIXES", "default_path", "export_spec", "find_trial", "kept_weights",
+           "trial_record", "trial_spec", "write_file"]
 
-FORMATS = ("spec", "checkpoint", "onnx")
-_SUFFIX = {"spec": ".yaml", "checkpoint": ".pt", "onnx": ".onnx"}
-ONNX_OPSET = 18
+# Every export format and the suffix of the file it writes.
+SUFFIXES = {"spec": ".yaml", "checkpoint": ".pt", "onnx": ".onnx", "onnx-int8": ".onnx",
+            "pte": ".pte", "pte-int8": ".pte"}
 
 
 def find_trial(results: StudyResults, number: int) -> TrialResult:
@@ -38,7 +34,8 @@ def find_trial(results: StudyResults, number: int) -> TrialResult:
     raise ReportError(f"study {results.name!r} has no trial {number}; it holds {held}")
 
 
-def _record(results: StudyResults, trial: TrialResult) -> Any:
+def trial_record(results: StudyResults, trial: TrialResult) -> Any:
+    """The trial's run record, or a :class:`ReportError` saying why it has none."""
     if trial.record is None:
         status = trial.info.status or trial.state.lower()
         why = f": {trial.error}" if trial.error else ""
@@ -48,11 +45,12 @@ def _record(results: StudyResults, trial: TrialResult) -> Any:
 
 
 def default_path(results: StudyResults, number: int, fmt: str) -> Path:
-    return Path(f"{results.name}-trial{number}{_SUFFIX[fmt]}")
+    return Path(f"{results.name}-trial{number}{SUFFIXES[fmt]}")
 
 
-def _spec(results: StudyResults, trial: TrialResult) -> ModelSpec:
-    record = _record(results, trial)
+def trial_spec(results: StudyResults, trial: TrialResult) -> ModelSpec:
+    """The trial's spec, named after the trial where its configuration changed the base."""
+    record = trial_record(results, trial)
     try:
         spec = ModelSpec.from_dict(record.spec, source=f"trial {trial.number}: spec")
     except SpecError as err:
@@ -73,14 +71,13 @@ def _prepare(out: Path) -> None:
         raise ReportError(f"{out} is a folder; name the file to write")
 
 
-def _write_text(out: Path, text: str) -> None:
+def write_file(out: Path, content: str | bytes) -> None:
+    """Write ``content`` (text as UTF-8) to ``out`` whole or not at all: through a temporary
+    file beside it, renamed over it; its folder is made if missing."""
     _prepare(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
+        write_atomically(out, content)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ReportError(f"{out}: cannot write ({reason(err)})") from err
 
 
@@ -97,13 +94,10 @@ def _header(results: StudyResults, trial: TrialResult) -> str:
             f"(batch norm {record.bn}); spec hash {record.spec_hash}; seed {record.seed}.\n")
 
 
-def _weights(results: StudyResults, trial: TrialResult) -> dict[str, Any]:
-    """The trial's kept weights as a state dict (from a dwsearch checkpoint or a bare
-    state dict)."""
-    import torch
-
-    from dwsearch.train.checkpoint import load_checkpoint
-
+def kept_weights(results: StudyResults, trial: TrialResult) -> Path:
+    """The file holding the weights trial ``trial`` kept: the path stored with it, as given
+    or (relative paths) beside the storage. A :class:`ReportError` when it kept none or the
+    file is gone."""
     kept = trial.info.weights
     if not kept:
         raise ReportError(
@@ -117,17 +111,7 @@ def _weights(results: StudyResults, trial: TrialResult) -> dict[str, Any]:
         path = folder / path
     if not path.is_file():
         raise ReportError(f"trial {trial.number}: its weights file {kept} is missing{where}")
-    try:
-        return dict(load_checkpoint(path)["model"])
-    except CheckpointError as err:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            raise ReportError(f"trial {trial.number}: {err}") from err
-        if isinstance(state, dict) and state and all(
-                isinstance(v, torch.Tensor) for v in state.values()):
-            return state
-        raise ReportError(f"trial {trial.number}: {err}") from err
+    return path
 
 
 def _storage_folder(url: str) -> Path | None:
@@ -139,95 +123,11 @@ def _storage_folder(url: str) -> Path | None:
     return path.parent if str(path) not in ("", ".", ":memory:") else None
 
 
-def _model(results: StudyResults, trial: TrialResult, weights: dict[str, Any] | None) -> Any:
-    from dwsearch.builder import build_model
-
-    spec = _spec(results, trial)
-    model = build_model(spec)
-    if weights is not None:
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as err:
-            first = (str(err).strip().splitlines() or [""])[0]
-            raise ReportError(f"trial {trial.number}: the kept weights do not fit its spec: "
-                              f"{first}") from err
-    return model.eval()
-
-
-def export_trial(
-    results: StudyResults, number: int, fmt: str = "spec", out: str | Path | None = None, *,
-    untrained: bool = False,
-) -> Path:
-    """Write trial ``number`` as ``fmt`` (spec, checkpoint or onnx) to ``out`` (default
-    ``<study>-trial<N>.yaml|.pt|.onnx``); returns the path written.
-
-    ``checkpoint`` and ``onnx`` need the weights the trial kept (``keep_weights: true`` in
-    the study); ``untrained`` lets ``onnx`` export the architecture with fresh weights.
-    """
-    if fmt not in FORMATS:
-        raise ReportError(f"format {fmt!r}: allowed {', '.join(FORMATS)}")
+def export_spec(results: StudyResults, number: int, out: str | Path | None = None) -> Path:
+    """Write trial ``number``'s architecture as spec YAML (with a header saying where it came
+    from) to ``out`` (default ``<study>-trial<N>.yaml``); returns the path written."""
     trial = find_trial(results, number)
-    path = Path(out) if out is not None else default_path(results, number, fmt)
-    if fmt == "spec":
-        spec = _spec(results, trial)
-        _write_text(path, _header(results, trial) + spec.to_yaml())
-        return path
-    _record(results, trial)
-    if fmt == "checkpoint":
-        return _export_checkpoint(results, trial, path)
-    return _export_onnx(results, trial, path, untrained=untrained)
-
-
-def _export_checkpoint(results: StudyResults, trial: TrialResult, path: Path) -> Path:
-    from dwsearch.train.checkpoint import CHECKPOINT_FORMAT_VERSION, save_checkpoint
-
-    weights = _weights(results, trial)
-    model = _model(results, trial, weights)  # checks that the weights fit the spec
-    record = trial.record
-    assert record is not None
-    state = {
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "spec": _spec(results, trial).to_dict(),
-        "model": model.state_dict(),
-        "metrics": [asdict(e) for e in record.epochs],
-        "config": dict(record.train),
-        "versions": dict(record.versions),
-        "source": {"study": results.name, "trial": trial.number,
-                   "storage": mask_url(results.storage)},
-    }
-    _prepare(path)
-    try:
-        save_checkpoint(path, state)
-    except OSError as err:
-        raise ReportError(f"{path}: cannot write ({reason(err)})") from err
-    return path
-
-
-def _export_onnx(results: StudyResults, trial: TrialResult, path: Path, *,
-                 untrained: bool) -> Path:
-    try:
-        import onnx  # noqa: F401  (torch.onnx needs both; say so before any work)
-        import onnxscript  # noqa: F401
-    except ImportError as err:
-        raise ReportError(f"--format onnx needs the onnx and onnxscript packages ({err.name} "
-                          f"is missing): pip install 'dwsearch[onnx]'") from err
-    import torch
-
-    weights = None
-    if not (untrained and not trial.info.weights):
-        weights = _weights(results, trial)
-    model = _model(results, trial, weights)
-    spec = _spec(results, trial)
-    sample = torch.zeros(1, *spec.input_shape)
-    _prepare(path)
-    log = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(log), torch.no_grad():
-            torch.onnx.export(
-                model, (sample,), str(path), dynamo=True, input_names=["images"],
-                output_names=["logits"], dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
-                external_data=False, opset_version=ONNX_OPSET, verbose=False,
-            )
-    except OSError as err:
-        raise ReportError(f"{path}: cannot write ({reason(err)})") from err
+    path = Path(out) if out is not None else default_path(results, number, "spec")
+    spec = trial_spec(results, trial)  # a trial without a record stops here, in one line
+    write_file(path, _header(results, trial) + spec.to_yaml())
     return path

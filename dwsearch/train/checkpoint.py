@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from dwsearch.errors import CheckpointError, reason
+from dwsearch.errors import CheckpointError, first_line, reason
 from dwsearch.files import atomic_file
 from dwsearch.records import EpochMetrics
 from dwsearch.runtime import versions
@@ -26,8 +26,10 @@ __all__ = [
     "TrainingState",
     "checkpoint_state",
     "load_checkpoint",
+    "load_weights",
     "plain_spec",
     "prepare_checkpoint",
+    "read_weights",
     "restore",
     "save_checkpoint",
     "unwrap",
@@ -166,6 +168,33 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights in ``path``: the ``model`` state of a dwsearch checkpoint, or a bare
+    state dict saved with ``torch.save(model.state_dict(), path)``; both loaded safely
+    (weights only). Anything else is one :class:`CheckpointError` line."""
+    try:
+        return dict(load_checkpoint(path)["model"])
+    except CheckpointError as err:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            raise err from None
+        if isinstance(state, dict) and state and all(
+                isinstance(v, torch.Tensor) for v in state.values()):
+            return state
+        raise
+
+
+def load_weights(model: nn.Module, weights: Mapping[str, Any], what: str) -> None:
+    """Load ``weights`` (a state dict) into ``model``: every key, every shape. Weights that
+    do not fit are one :class:`CheckpointError` line, ``what`` (where and whose, e.g.
+    ``run.pt: weights do not fit the stored spec``) followed by torch's first line."""
+    try:
+        unwrap(model).load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{what}: {first_line(err)}") from err
+
+
 def _check_same_data(
     path: Path, saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None
 ) -> None:
@@ -292,13 +321,8 @@ def restore(
             f"cannot resume from {path}: the training loader has {steps_per_epoch} batches "
             f"per epoch, the checkpoint was written with {state['steps_per_epoch']}"
         )
-    try:
-        unwrap(parts.model).load_state_dict(state["model"])
-    except (RuntimeError, TypeError, AttributeError) as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise CheckpointError(
-            f"cannot resume from {path}: weights do not fit the model: {first}"
-        ) from err
+    load_weights(parts.model, state["model"],
+                 f"cannot resume from {path}: weights do not fit the model")
     # The rest is the file's own data: a malformed part is the file's fault, said in one line.
     part = "optimizer"
     try:
