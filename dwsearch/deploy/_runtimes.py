@@ -126,10 +126,18 @@ class Runtime:
         try:
             # ExecuTorch's native library logs its CPU probing when it loads, and its
             # pybindings warn that their Python API is experimental (known: see README).
-            with native_stderr(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for module in _NEEDS[self.name]:
-                    importlib.import_module(module)
+            # torchao registers an Enum with torch's pytree on import, which torch 2.14 logs
+            # as a deprecation (a W line in the middle of a command's output).
+            pytree = logging.getLogger("torch.utils._pytree")
+            level = pytree.level
+            pytree.setLevel(logging.ERROR)
+            try:
+                with native_stderr(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    for module in _NEEDS[self.name]:
+                        importlib.import_module(module)
+            finally:
+                pytree.setLevel(level)
         except ImportError as err:
             raise _missing(self.name, err) from err
 
