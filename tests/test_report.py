@@ -126,6 +126,29 @@ def test_configuration_means_and_stds_are_those_of_the_records(studies: dict[str
         assert row["params"] == records[0].params
 
 
+def test_every_metric_of_the_table_has_its_report_columns(studies: dict[str, Made]) -> None:
+    """Claims read any metric of the table (test accuracy and training images/s included) from
+    the report's frames: each metric's per-run column holds what it reads from the record, and
+    its per-configuration column is their mean."""
+    from dwsearch.metrics import METRICS
+
+    made = studies["baseline"]
+    runs = made.frames.runs.set_index("trial")
+    records = {t.number: t.record for t in made.results.trials}
+    assert {"test_accuracy", "train_ips"} <= set(METRICS)
+    for metric in METRICS.values():
+        assert metric.run_column is not None and metric.column is not None, metric.name
+        for trial, row in runs.iterrows():
+            record = records[int(trial)]
+            assert record is not None
+            assert float(row[metric.run_column]) == pytest.approx(metric.read(record)), metric.name
+        configs = made.frames.configs.set_index("config_hash")
+        means = runs.astype({metric.run_column: float}).groupby("config_hash")[
+            metric.run_column].mean()
+        for config_hash, mean in means.items():
+            assert float(configs.loc[config_hash, metric.column]) == pytest.approx(mean)
+
+
 def test_ablation_differences_are_paired_on_seeds(studies: dict[str, Made]) -> None:
     made = studies["ablation"]
     by_config: dict[str, dict[int, float]] = {}
