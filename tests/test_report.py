@@ -397,6 +397,18 @@ def test_the_claims_a_stored_study_gets(studies: dict[str, Made]) -> None:
     assert study_claims(old, search, "stored") == (None, False)
 
 
+def test_unreadable_stored_claims_are_a_note_not_a_failed_report(studies: dict[str, Made],
+                                                                  tmp_path: Path) -> None:
+    made = studies["baseline"]
+    claims = {"items": [{"claim": "x", "value": {"metric": "joules", "of": "seed_cnn",
+                                                 "below": 1}}]}
+    meta = {**made.results.meta, "config": {**made.results.config, "claims": claims}}
+    paths = make_report(replace(made.results, meta=meta), tmp_path, detail=0)
+    section = paths.markdown.read_text().split("## Claims, measured")[1].split("\n## ")[0]
+    assert ("The claims stored with this study cannot be read: study 'synthetic-baseline' "
+            "(stored config): claims.items[0].value.metric: unknown metric 'joules'") in section
+
+
 def test_the_baseline_study_file_states_the_built_in_claims() -> None:
     import yaml
 

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from dwsearch.convention import convention
+from dwsearch.errors import StudyError
 from dwsearch.report import claims as claims_mod
 from dwsearch.report import plots
 from dwsearch.report.diagram import diagram_figure
@@ -604,8 +605,13 @@ def _claims(frames: StudyFrames) -> Section | None:
     study begun before study files had claims gets the baseline's built-in ones."""
     results = frames.results
     config = results.config
-    claims, built_in = claims_mod.study_claims(config, frames.configs,
-                                               f"study {results.name!r} (stored config)")
+    try:
+        claims, built_in = claims_mod.study_claims(config, frames.configs,
+                                                   f"study {results.name!r} (stored config)")
+    except StudyError as err:  # say so, and report the rest (a newer dwsearch wrote them?)
+        return Section("claims", "Claims, measured", [Text(
+            f"The claims stored with this study cannot be read: {literal(str(err))}",
+            kind="note")])
     if claims is None:
         return None
     train = config.get("train") or {}
