@@ -79,12 +79,14 @@ def test_only_the_study_package_imports_optuna() -> None:
 def test_configs_and_cli_import_no_torch_at_module_level() -> None:
     for name in ("dwsearch.train.config", "dwsearch.data.config", "dwsearch.cli",
                  "dwsearch.cli._common", "dwsearch.cli.models", "dwsearch.cli.training",
-                 "dwsearch.cli.bench"):
+                 "dwsearch.cli.bench", "dwsearch.cli.study", "dwsearch.study.options"):
         tree = ast.parse(SOURCES[name].read_text())
         top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
         top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
-        assert not any(m.startswith(("torch", "dwsearch.builder", "dwsearch.costs",
-                                     "dwsearch.run", "dwsearch.bench")) for m in top), name
+        assert not any(m.startswith(("torch", "optuna", "pydantic", "dwsearch.builder",
+                                     "dwsearch.costs", "dwsearch.run", "dwsearch.bench",
+                                     "dwsearch.study.config", "dwsearch.study.worker"))
+                       for m in top), name
 
 
 def test_the_metrics_table_is_a_leaf_the_report_can_read() -> None:
