@@ -632,6 +632,52 @@ def test_speed_claims_are_judged_seed_by_seed() -> None:
     assert _verdicts(*slower)["Depthwise CNN has faster inference"] == "not confirmed"
 
 
+def test_claims_of_any_study_on_other_metrics_and_bounds() -> None:
+    """The rules are generic: any metric of the table, any bound, any two models by name."""
+    from dwsearch.study.config import parse_claims
+
+    claims = parse_claims({"recipe": {"epochs": 10}, "items": [
+        {"claim": "fast enough", "value": {"metric": "latency", "of": "seed_dwsep",
+                                           "below": 3.5}},
+        {"claim": "lean", "difference": {"metric": "saved_bytes", "of": "seed_dwsep",
+                                         "minus": "seed_cnn", "at_most": "1M"}},
+        {"claim": "cheaper", "ratio": {"metric": "macs", "of": "seed_dwsep", "to": "seed_cnn",
+                                       "at_most": 0.75}},
+        {"claim": "slower to train", "speed": {"metric": "train_ips", "of": "seed_cnn",
+                                               "over": "seed_dwsep", "below": 1}},
+        {"claim": "as accurate", "value": {"metric": "val_accuracy", "of": "seed_cnn",
+                                           "at_least": "50%"}},
+        {"claim": "elsewhere", "value": {"metric": "params", "of": "mobile", "at_most": "2M"}},
+    ]})
+    assert claims is not None
+    configs, runs = _pair()
+    configs["val_mean"] = [0.55, 0.56]
+    runs["val_accuracy"] = [0.55] * 3 + [0.56] * 3
+    runs["saved_bytes"] = [3_758_592] * 3 + [4_831_744] * 3
+    result = judge_claims(claims, configs, runs, epochs=2, train_images=5_000, device="cpu")
+    judged = {v.claim: v for v in result.verdicts}
+    assert judged["fast enough"].verdict == "confirmed"  # 3.0 ms
+    assert judged["fast enough"].rule == ("confirmed when the latency of seed_dwsep (mean over "
+                                          "seeds) is below 3.5 ms")
+    lean = judged["lean"]  # +1.02 MiB per image, paired over 3 seeds
+    assert lean.verdict == "not confirmed" and lean.measured.startswith("+1.02 MiB (paired over 3")
+    assert lean.rule == ("confirmed when the difference of bytes saved for backward per image, "
+                         "seed_dwsep - seed_cnn (mean; paired on shared seeds when there are), "
+                         "is at most +1M bytes")
+    assert judged["cheaper"].verdict == "confirmed"  # 0.69x
+    assert judged["cheaper"].measured == "0.69x (339,905,536 / 490,345,472 MACs)"
+    assert judged["slower to train"].verdict == "confirmed"  # 0.8x as fast on every seed
+    assert judged["slower to train"].measured.startswith("0.80x as fast as seed_dwsep")
+    # An accuracy claim of a study trained 2 epochs where the claims are for 10
+    assert judged["as accurate"].verdict == "not measured"
+    assert judged["as accurate"].measured.endswith("(trained 2 epochs; the claim is for 10)")
+    assert judged["elsewhere"].measured == "mobile did not run in this study"
+    models = result.models.set_index("model")
+    assert list(models.index) == ["seed_dwsep", "seed_cnn", "mobile"]
+    assert models.loc["mobile", "parameters"] == "did not run"
+    assert models.loc["seed_cnn", "validation accuracy"] == "55.00 ± 0.00%"
+
+
 # -- robustness -------------------------------------------------------------------------------
 
 

@@ -153,10 +153,10 @@ def _speed_bound(bound: Bound) -> str:
 
 
 def _points(metric: Metric) -> Callable[[float], str]:
-    """Differences of a fraction are points (-3% is -3 points)."""
+    """A difference as a rule writes it: of a fraction in points (-3% is -3 points)."""
     if metric.unit == "fraction":
         return lambda x: f"{x * 100:+g} points"
-    return lambda x: f"{x:+g}" + _unit(metric)
+    return lambda x: ("-" if x < 0 else "+") + _bound_number(metric, abs(x))
 
 
 def _rule(claim: Claim) -> str:
@@ -309,12 +309,18 @@ def _difference(claim: Claim, metric: Metric, rows: list[Any], runs: pd.DataFram
 
 
 def _signed(metric: Metric, value: float) -> str:
-    return f"{value * 100:+.2f}" if metric.unit == "fraction" else f"{value:+.4g}"
+    """A measured difference without its unit: points of a fraction, MiB of bytes."""
+    if metric.unit == "fraction":
+        return f"{value * 100:+.2f}"
+    if metric.unit == "bytes":
+        return f"{value / 2**20:+.2f}"
+    if metric.unit in ("parameters", "MACs", "elements"):
+        return f"{round(value):+,}"
+    return f"{value:+.4g}"
 
 
 def _signed_shown(metric: Metric, value: float) -> str:
-    return (f"{value * 100:+.2f} points" if metric.unit == "fraction"
-            else f"{value:+.4g}{_unit(metric)}")
+    return _signed(metric, value) + (" points" if metric.unit == "fraction" else _unit(metric))
 
 
 def _speed(claim: Claim, metric: Metric, rows: list[Any], runs: pd.DataFrame,
