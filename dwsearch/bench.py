@@ -1,11 +1,13 @@
-"""Benchmarks: the seed study's training pipeline against dwsearch's, measured in one run.
+"""Benchmarks: the baseline study's training pipeline against dwsearch's, measured in one run.
 
 Everything here is measured, on the machine it runs on; nothing is asserted about speed.
-The seed-style pipeline is how the seed trains: a per-image dataset of PIL images through
+The baseline study is the one this project grew from (``shared/reference/
+seed-cnn-vs-depthwise.md``, whose models are ``seed_cnn`` and ``seed_dwsep``). The
+baseline-style pipeline is how it trains: a per-image dataset of PIL images through
 ``Resize(32, 32)``, ``ToTensor`` and ``Normalize(0.5, 0.5)`` transforms and a ``DataLoader``,
 a model in fp32 and NCHW on whatever device it finds (the same one dwsearch trains on), each
 batch moved there, SGD, and ``loss.item()`` every step for its running loss. It is measured
-with 0 DataLoader workers (the seed's code) and with one worker per core.
+with 0 DataLoader workers (the baseline's code) and with one worker per core.
 """
 
 from __future__ import annotations
@@ -49,15 +51,15 @@ __all__ = [
     "BenchResult",
     "MemoryResult",
     "ThroughputResult",
+    "baseline_pipeline_throughput",
     "dataset_load_times",
     "dwsearch_throughput",
     "peak_memory",
     "run_bench",
-    "seed_pipeline_throughput",
 ]
 
 
-class SeedStyleDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+class BaselineStyleDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """torchvision's CIFAR10 dataset, in effect: HWC uint8 arrays turned into a PIL image
     and transformed one image at a time."""
 
@@ -86,7 +88,7 @@ class SeedStyleDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
 class ThroughputResult:
     """Training throughput over ``steps`` timed steps after ``warmup_steps`` untimed ones."""
 
-    pipeline: str  # "seed" or "dwsearch"
+    pipeline: str  # "baseline" or "dwsearch"
     spec: str
     images_per_second: float
     steps: int
@@ -95,10 +97,10 @@ class ThroughputResult:
     channels_last: bool
     data_seconds: float = 0.0  # time spent producing batches (dwsearch pipeline only)
     epoch_seconds: float = 0.0
-    workers: int = 0  # DataLoader worker processes (seed pipeline only)
+    workers: int = 0  # DataLoader worker processes (baseline pipeline only)
 
 
-def seed_pipeline_throughput(
+def baseline_pipeline_throughput(
     spec_name: str,
     data: ImageTensors,
     *,
@@ -109,7 +111,7 @@ def seed_pipeline_throughput(
     seed: int = 0,
     device: str = "cpu",
 ) -> ThroughputResult:
-    """Training images/s of the seed's way of training (see the module docstring) on
+    """Training images/s of the baseline study's way of training (see the module docstring) on
     ``device``, with ``num_workers`` DataLoader worker processes."""
     seed_everything(seed)
     dev = resolve_device(device)
@@ -117,7 +119,7 @@ def seed_pipeline_throughput(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     criterion = nn.CrossEntropyLoss()
     loader = torch.utils.data.DataLoader(
-        SeedStyleDataset(data), batch_size=batch_size, shuffle=True, num_workers=num_workers,
+        BaselineStyleDataset(data), batch_size=batch_size, shuffle=True, num_workers=num_workers,
         drop_last=True,
     )
     needed = steps + warmup_steps
@@ -137,11 +139,11 @@ def seed_pipeline_throughput(
         loss = criterion(model(inputs), labels)
         loss.backward()
         optimizer.step()
-        running_loss += loss.item()  # a host sync per step, as the seed's logging does
+        running_loss += loss.item()  # a host sync per step, as the baseline's logging does
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
-    return ThroughputResult("seed", spec_name, steps * batch_size / seconds, steps, batch_size,
+    return ThroughputResult("baseline", spec_name, steps * batch_size / seconds, steps, batch_size,
                             "fp32", False, epoch_seconds=seconds, workers=num_workers)
 
 
@@ -308,18 +310,18 @@ class BenchResult:
     accuracy: list[dict[str, Any]] = field(default_factory=list)
 
     def ratios(self, workers: int = 0) -> dict[str, float]:
-        """dwsearch images/s over the seed pipeline's with ``workers`` DataLoader workers."""
-        seed = {
+        """dwsearch images/s over the baseline pipeline's with ``workers`` DataLoader workers."""
+        theirs = {
             t.spec: t.images_per_second
-            for t in self.throughput if t.pipeline == "seed" and t.workers == workers
+            for t in self.throughput if t.pipeline == "baseline" and t.workers == workers
         }
         return {
-            t.spec: t.images_per_second / seed[t.spec]
-            for t in self.throughput if t.pipeline == "dwsearch" and t.spec in seed
+            t.spec: t.images_per_second / theirs[t.spec]
+            for t in self.throughput if t.pipeline == "dwsearch" and t.spec in theirs
         }
 
     def to_dict(self) -> dict[str, Any]:
-        workers = sorted({t.workers for t in self.throughput if t.pipeline == "seed"})
+        workers = sorted({t.workers for t in self.throughput if t.pipeline == "baseline"})
         return {**asdict(self), "ratios": {w: self.ratios(w) for w in workers}}
 
     def to_markdown(self) -> str:
@@ -327,7 +329,7 @@ class BenchResult:
             f"Measured {self.date} on {self.machine} ({self.device}, {self.threads} threads), "
             f"torch {self.torch_version}; data: {self.data_source}.",
         ]
-        seeds = [t for t in self.throughput if t.pipeline == "seed"]
+        baselines = [t for t in self.throughput if t.pipeline == "baseline"]
         if self.throughput:
             lines += [
                 "",
@@ -340,9 +342,9 @@ class BenchResult:
                 continue
             share = f"{t.data_seconds / t.epoch_seconds:.2%}" if t.epoch_seconds else "-"
             layout = ", channels_last" if t.channels_last else ""
-            for base in (b for b in seeds if b.spec == t.spec):
+            for base in (b for b in baselines if b.spec == t.spec):
                 lines.append(
-                    f"| {t.spec} | seed-style | {base.workers} | fp32 | "
+                    f"| {t.spec} | baseline-style | {base.workers} | fp32 | "
                     f"{base.images_per_second:.1f} | "
                     f"{t.images_per_second / base.images_per_second:.2f}x | - |"
                 )
@@ -370,7 +372,7 @@ def run_bench(
     *,
     data_dir: str | None = None,
     steps: int = 16,
-    seed_workers: tuple[int, ...] | None = None,
+    baseline_workers: tuple[int, ...] | None = None,
     config: TrainConfig | None = None,
     memory: bool = True,
     load_times: bool = True,
@@ -381,8 +383,8 @@ def run_bench(
     val_size: int = 5000,
     log: Callable[[str], None] = print,
 ) -> BenchResult:
-    """Measure, in this one process and machine: seed-pipeline vs dwsearch training images/s
-    per spec (the seed pipeline once per entry of ``seed_workers``, default 0 and one worker
+    """Measure, in this one process and machine: baseline-pipeline vs dwsearch training images/s
+    per spec (the baseline pipeline once per entry of ``baseline_workers``, default 0 and one worker
     per core; both pipelines on the configured device), dataset load times, peak memory per
     spec in training and inference, and (with ``accuracy_subset``) validation accuracy after
     training in fp32 and in the configured precision, once per seed in ``accuracy_seeds`` so
@@ -391,7 +393,8 @@ def run_bench(
     device = resolve_device(config.device)
     for spec in specs:
         _check_bench_spec(spec)  # before minutes of loading and measuring
-    workers = seed_workers if seed_workers is not None else tuple(sorted({0, usable_cpus()}))
+    workers = (baseline_workers if baseline_workers is not None
+               else tuple(sorted({0, usable_cpus()})))
     with torch_threads(config.threads) as threads:
         splits: DataSplits = load_dataset("cifar10", data_dir=data_dir, download=False,
                                           val_size=val_size)
@@ -406,10 +409,11 @@ def run_bench(
                 f"warm {result.load_warm_seconds:.3f} s")
         for spec in specs if throughput else []:
             for n in workers:
-                seed = seed_pipeline_throughput(spec, splits.train, steps=steps,
-                                                num_workers=n, device=str(device))
-                log(f"{spec}: seed pipeline ({n} workers) {seed.images_per_second:.1f} images/s")
-                result.throughput.append(seed)
+                theirs = baseline_pipeline_throughput(spec, splits.train, steps=steps,
+                                                      num_workers=n, device=str(device))
+                log(f"{spec}: baseline pipeline ({n} workers) "
+                    f"{theirs.images_per_second:.1f} images/s")
+                result.throughput.append(theirs)
             ours = dwsearch_throughput(spec, splits.train, config, steps=steps)
             log(f"{spec}: dwsearch {ours.images_per_second:.1f} images/s ({ours.precision})")
             result.throughput.append(ours)
@@ -427,7 +431,7 @@ def run_bench(
         for spec in specs if accuracy_subset else []:
             for run_seed in accuracy_seeds:
                 for precision in precisions:
-                    # fp32 as the seed trains (NCHW) against the configured fast path.
+                    # fp32 as the baseline trains (NCHW) against the configured fast path.
                     run_config = replace(
                         config, precision=precision, epochs=accuracy_epochs, seed=run_seed,
                         channels_last=config.channels_last and precision != "fp32",
@@ -442,7 +446,7 @@ def run_bench(
 
 def _check_bench_spec(name: str) -> None:
     """A spec the benchmark can run: it builds, and it takes CIFAR-10 as it comes (3x32x32
-    images, 10 classes), which the seed-style pipeline feeds it unchanged."""
+    images, 10 classes), which the baseline-style pipeline feeds it unchanged."""
     spec = load_spec(name)
     infer_shapes(spec)
     if spec.input_shape != (3, 32, 32) or spec.num_classes != len(CIFAR10_CLASSES):

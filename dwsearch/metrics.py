@@ -2,10 +2,10 @@
 
 Each :class:`Metric` says its name (as study files write it), its default direction, its unit
 and label, how it is read from a run record, how it is read from the costs known before
-training (if it is), whether it may be an objective or a constraint, and which column of the
-report's per-configuration table holds it. The study config validates objectives and
-constraints against it, the objective reads values and checks constraints through it, and the
-report finds its columns in it: a new metric is one entry here.
+training (if it is), whether it may be an objective or a constraint, and which columns of the
+report's tables hold it. The study config validates objectives, constraints and claims against
+it, the objective reads values and checks constraints through it, and the report finds its
+columns in it: a new metric is one entry here.
 
 This module imports only the standard library and :mod:`dwsearch.records` (no torch, no
 Optuna, no pandas), so the report reads it too.
@@ -13,6 +13,7 @@ Optuna, no pandas), so the report reads it too.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from dwsearch.records import RunRecord
 
 __all__ = ["METRICS", "Metric", "before_training", "broken_constraints", "constraint_metrics",
-           "objective_metrics"]
+           "median_train_ips", "objective_metrics"]
 
 
 def _field(name: str) -> Callable[[RunRecord], float | None]:
@@ -39,6 +40,13 @@ def _cost(name: str) -> Callable[[Any, Any], float | None]:
         return None if value is None else float(value)
 
     return read
+
+
+def median_train_ips(record: RunRecord) -> float | None:
+    """Training images/s of a run: the median over its epochs (one slow epoch, say the first
+    while other work ran, does not move it)."""
+    values = [e.images_per_second for e in record.epochs if e.images_per_second > 0]
+    return statistics.median(values) if values else None
 
 
 def _latency_before_training(costs: Any, timing: Any) -> float | None:
@@ -61,27 +69,37 @@ class Metric:
     objective: bool = True  # may be an objective
     constrainable: bool = False  # may be a constraint (only metrics known before training)
     column: str | None = None  # column of the report's per-configuration table
+    run_column: str | None = None  # column of the report's per-run table (one row a seed)
 
 
 METRICS: Mapping[str, Metric] = {m.name: m for m in (
     # The search sees validation accuracy only; the test set is for the report.
     Metric("val_accuracy", "maximize", "fraction", "validation accuracy",
-           _field("val_accuracy"), column="val_mean"),
+           _field("val_accuracy"), column="val_mean", run_column="val_accuracy"),
     Metric("best_val_accuracy", "maximize", "fraction", "best validation accuracy",
-           _field("best_val_accuracy"), column="best_val_mean"),
+           _field("best_val_accuracy"), column="best_val_mean", run_column="best_val_accuracy"),
+    # Reported and claimed, never optimized: the search must not see the test set.
+    Metric("test_accuracy", "maximize", "fraction", "test accuracy", _field("test_accuracy"),
+           objective=False, column="test_mean", run_column="test_accuracy"),
     Metric("params", "minimize", "parameters", "parameters", _field("params"),
-           _cost("params"), constrainable=True, column="params"),
+           _cost("params"), constrainable=True, column="params", run_column="params"),
     Metric("macs", "minimize", "MACs", "multiply-adds per image", _field("macs"),
-           _cost("macs"), constrainable=True, column="macs"),
+           _cost("macs"), constrainable=True, column="macs", run_column="macs"),
     Metric("activations", "minimize", "elements", "activations per image",
            _field("activations"), _cost("activations"), constrainable=True,
-           column="activations"),
+           column="activations", run_column="activations"),
     Metric("saved_bytes", "minimize", "bytes", "bytes saved for backward per image",
            _field("saved_bytes"), _cost("saved_bytes"), constrainable=True,
-           column="saved_bytes"),
+           column="saved_bytes", run_column="saved_bytes"),
     # Median batch-1 forward latency on the worker's device (PyTorch eager), ms.
     Metric("latency", "minimize", "ms", "latency (ms)", _field("latency_ms"),
-           _latency_before_training, constrainable=True, column="latency_ms"),
+           _latency_before_training, constrainable=True, column="latency_ms",
+           run_column="latency_ms"),
+    # Median training images/s over a run's epochs on the worker's device: a device's speed,
+    # not the architecture's, so claims compare it between models but studies do not optimize
+    # it.
+    Metric("train_ips", "maximize", "images/s", "training images/s", median_train_ips,
+           objective=False, column="train_ips", run_column="train_ips"),
 )}
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.metadata
 import os
 import platform
 import random
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from dwsearch import __version__
 from dwsearch.errors import ConfigError
 from dwsearch.train.config import MAX_THREADS
 
@@ -171,11 +171,8 @@ def device_name(device: str | torch.device) -> str:
 
 def versions() -> dict[str, str]:
     """Versions of what a result depends on: dwsearch, torch, Python (and CUDA where used)."""
-    try:
-        own = importlib.metadata.version("dwsearch")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree
-        own = "unknown"
-    out = {"dwsearch": own, "torch": str(torch.__version__), "python": platform.python_version()}
+    out = {"dwsearch": __version__, "torch": str(torch.__version__),
+           "python": platform.python_version()}
     if torch.version.cuda:
         out["cuda"] = str(torch.version.cuda)
     return out

@@ -154,7 +154,7 @@ def macs(block: str, a: dict[str, Any], bn_counted: bool = False) -> int:
         return ho * wo * ci * co * k * k // g + (ho * wo * co if bn else 0)
     if block == "dwsep":
         ci, co, m = a["in_channels"], a["out_channels"], a.get("multiplier", 1)
-        total = ho * wo * ci * m * (k * k + co)  # the seed's H*W*C_in*(K^2 + C_out), x m
+        total = ho * wo * ci * m * (k * k + co)  # the baseline's H*W*C_in*(K^2 + C_out), x m
         if bn:
             total += ho * wo * (ci * m + co)
         if a.get("se_ratio", 0):

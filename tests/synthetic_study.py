@@ -35,12 +35,17 @@ import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from dwsearch.records import EpochMetrics, RunRecord, TrialInfo
 from dwsearch.spec import ModelSpec
 from dwsearch.study.config import parse_study_config
 from dwsearch.zoo import get_spec
+
+REPO = Path(__file__).resolve().parents[1]
 
 SOURCE = "synthetic (tests/synthetic_study.py)"
 DEVICE_NAME = "Synthetic CPU (made up by tests/synthetic_study.py)"
@@ -415,10 +420,11 @@ def _seeds(study_seed: int, repeats: int) -> list[int]:
 
 
 def baseline_study(storage: str, name: str = "synthetic-baseline", repeats: int = 3) -> str:
-    """The seed study as a grid over ``model: [seed_cnn, seed_dwsep]``, ``repeats`` seeds each
-    (the base is seed_cnn)."""
+    """The baseline study as a grid over ``model: [seed_cnn, seed_dwsep]``, ``repeats`` seeds
+    each (the base is seed_cnn), with the claims of ``studies/baseline.yaml``."""
+    claims = yaml.safe_load((REPO / "studies" / "baseline.yaml").read_text())["claims"]
     study = {"name": name, "base": "seed_cnn", "space": {"model": ["seed_cnn", "seed_dwsep"]},
-             "sampler": "grid", "repeats": repeats,
+             "sampler": "grid", "repeats": repeats, "claims": claims,
              "description": "SYNTHETIC: seed_cnn against seed_dwsep, made up by the tests"}
     trials = []
     for model in ("seed_cnn", "seed_dwsep"):

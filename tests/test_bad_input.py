@@ -439,7 +439,7 @@ def test_show_prints_only_specs_that_build() -> None:
          "--threads: expected null or an integer in 1..1024"),
         (["train", "seed_cnn", "--seed", "99999999999999999999"], 1,
          "--seed: expected an integer in 0..2^63-1"),
-        (["bench", "--seed-workers", "99999999999"], 2, "expected integers in 0..64"),
+        (["bench", "--baseline-workers", "99999999999"], 2, "expected integers in 0..64"),
         (["bench", "--accuracy-seeds", "99999999999999999999999"], 2,
          "expected integers in 0..9223372036854775807"),
     ],

@@ -10,12 +10,12 @@ import torch
 from realdata import require_cifar10
 
 from dwsearch.bench import (
+    BaselineStyleDataset,
     BenchResult,
-    SeedStyleDataset,
     ThroughputResult,
+    baseline_pipeline_throughput,
     dwsearch_throughput,
     peak_memory,
-    seed_pipeline_throughput,
 )
 from dwsearch.data import BatchLoader, ImageTensors, load_dataset
 from dwsearch.errors import ConfigError
@@ -33,24 +33,25 @@ def real_test_split(cifar10_cache: Path) -> Iterator[ImageTensors]:
 
 
 def test_both_pipelines_feed_the_model_the_same_inputs(real_test_split: ImageTensors) -> None:
-    seed_style = SeedStyleDataset(real_test_split)
+    baseline_style = BaselineStyleDataset(real_test_split)
     ours = next(iter(BatchLoader(real_test_split, batch_size=8)))
     for i in range(8):
-        image, label = seed_style[i]
+        image, label = baseline_style[i]
         torch.testing.assert_close(image, ours[0][i], atol=1e-6, rtol=0)
         assert label == int(ours[1][i])
 
 
 def test_throughput_of_both_pipelines_runs_on_real_images(real_test_split: ImageTensors) -> None:
-    seed = seed_pipeline_throughput("seed_dwsep", real_test_split, steps=2, warmup_steps=1,
-                                    batch_size=16, num_workers=1, device="cpu")
-    assert seed.workers == 1
+    theirs = baseline_pipeline_throughput("seed_dwsep", real_test_split, steps=2,
+                                          warmup_steps=1, batch_size=16, num_workers=1,
+                                          device="cpu")
+    assert theirs.workers == 1 and theirs.pipeline == "baseline"
     ours = dwsearch_throughput("seed_dwsep", real_test_split,
                                TrainConfig(batch_size=16, threads=2), steps=2)
-    assert seed.images_per_second > 0 and ours.images_per_second > 0
+    assert theirs.images_per_second > 0 and ours.images_per_second > 0
     assert 0 < ours.data_seconds < ours.epoch_seconds
     with pytest.raises(ConfigError, match="need"):
-        seed_pipeline_throughput("seed_dwsep", real_test_split, steps=100, batch_size=16)
+        baseline_pipeline_throughput("seed_dwsep", real_test_split, steps=100, batch_size=16)
 
 
 def test_peak_memory_in_a_fresh_process(real_test_split: ImageTensors) -> None:
@@ -64,17 +65,48 @@ def test_peak_memory_in_a_fresh_process(real_test_split: ImageTensors) -> None:
 def test_ratios_and_markdown() -> None:
     result = BenchResult("cpu model", "cpu", 2, "2.x", "2026-11-25", "real data")
     result.throughput = [
-        ThroughputResult("seed", "seed_cnn", 40.0, 16, 128, "fp32", False),
-        ThroughputResult("seed", "seed_cnn", 50.0, 16, 128, "fp32", False, workers=2),
+        ThroughputResult("baseline", "seed_cnn", 40.0, 16, 128, "fp32", False),
+        ThroughputResult("baseline", "seed_cnn", 50.0, 16, 128, "fp32", False, workers=2),
         ThroughputResult("dwsearch", "seed_cnn", 100.0, 16, 128, "bf16", True,
                          data_seconds=0.1, epoch_seconds=20.0),
     ]
     assert result.ratios() == {"seed_cnn": 2.5}
     assert result.ratios(workers=2) == {"seed_cnn": 2.0}
     text = result.to_markdown()
-    assert "| seed_cnn | seed-style | 0 | fp32 | 40.0 | 2.50x | - |" in text
-    assert "| seed_cnn | seed-style | 2 | fp32 | 50.0 | 2.00x | - |" in text
+    assert "| seed_cnn | baseline-style | 0 | fp32 | 40.0 | 2.50x | - |" in text
+    assert "| seed_cnn | baseline-style | 2 | fp32 | 50.0 | 2.00x | - |" in text
     assert "| seed_cnn | dwsearch | - | bf16, channels_last | 100.0 | 1.00x | 0.50% |" in text
+
+
+@pytest.mark.parametrize("flag", ["--baseline-workers", "--seed-workers"])
+def test_baseline_workers_and_its_deprecated_name(monkeypatch: pytest.MonkeyPatch,
+                                                  flag: str) -> None:
+    """--seed-workers (its name before "seed" meant only RNG seeds) still works, hidden, with
+    a one-line notice; the two names together are a usage error."""
+    from click.testing import CliRunner
+
+    import dwsearch.bench
+    from dwsearch.cli import main
+
+    seen: dict[str, object] = {}
+
+    def fake_run_bench(specs: list[str], **kwargs: object) -> BenchResult:
+        seen.update(kwargs, specs=specs)
+        return BenchResult("cpu model", "cpu", 2, "2.x", "2026-11-25", "real data")
+
+    monkeypatch.setattr(dwsearch.bench, "run_bench", fake_run_bench)
+    result = CliRunner().invoke(main, ["bench", flag, "0,2"])
+    assert result.exit_code == 0, result.output
+    assert seen["baseline_workers"] == (0, 2) and seen["specs"] == ["seed_cnn", "seed_dwsep"]
+    notice = "dwsearch bench: --seed-workers is deprecated; use --baseline-workers\n"
+    assert (notice in result.stderr) == (flag == "--seed-workers")
+    assert result.stderr.count("\n") == (1 if flag == "--seed-workers" else 0)
+    result = CliRunner().invoke(main, ["bench", flag, "99"])
+    assert result.exit_code == 2 and f"Invalid value for {flag}: expected integers" in result.stderr
+    result = CliRunner().invoke(main, ["bench", "--seed-workers", "0", "--baseline-workers", "1"])
+    assert result.exit_code == 2 and "give one of them" in result.stderr
+    help_text = CliRunner().invoke(main, ["bench", "--help"]).output
+    assert "--baseline-workers" in help_text and "--seed-workers" not in help_text
 
 
 def test_study_rates_by_hand_and_with_run_study(tmp_path: Path,

@@ -102,8 +102,8 @@ def test_conv_and_linear_macs_agree_with_torch_flop_counter(
     assert 2 * ours == counter.get_total_flops()
 
 
-def test_seed_conv_dw_is_dwsep_k3_m1() -> None:
-    """The seed's conv_dw, written out as in the reference, equals dwsep(k=3, m=1)."""
+def test_baseline_conv_dw_is_dwsep_k3_m1() -> None:
+    """The baseline's conv_dw, written out as in the reference, equals dwsep(k=3, m=1)."""
     inp, oup = 32, 64
     seed = torch.nn.Sequential(
         torch.nn.Conv2d(inp, inp, 3, 1, 1, groups=inp, bias=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -152,3 +153,44 @@ def test_the_readme_override_example_runs() -> None:
     assert code == 0, out
     code, out = run("profile", "seed_cnn", "--set", "layers[0:3].block=dwsep")
     assert code == 1 and "layers[0] (dwsep): unknown argument 'bias'" in out
+
+
+def test_run_study_takes_worker_defaults_from_worker_options(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """run-study's --device, --threads, --data-dir, --heartbeat, --grace and --weights-dir
+    default to WorkerOptions' fields, help included: written once, in the dataclass (a
+    changed default there is the command's default); without them the command runs with
+    exactly WorkerOptions' defaults."""
+    import dataclasses
+    import importlib
+
+    import dwsearch.cli.study as module
+    import dwsearch.study.runner
+    from dwsearch.study.options import WorkerOptions
+
+    fields = {f.name: f for f in dataclasses.fields(WorkerOptions)}
+    names = ("device", "threads", "data_dir", "heartbeat", "grace", "weights_dir")
+    params = {p.name: p for p in module.run_study_cmd.params}
+    for name in names:
+        assert params[name].default == fields[name].default, name
+        assert params[name].help == fields[name].metadata["help"], name
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(fields["heartbeat"], "default", 7.5)
+            patch.setattr(fields["device"], "default", "cpu")
+            changed = {p.name: p for p in importlib.reload(module).run_study_cmd.params}
+        assert changed["heartbeat"].default == 7.5 and changed["device"].default == "cpu"
+    finally:
+        importlib.reload(module)
+    seen: list[WorkerOptions] = []
+
+    def fake_run_study(config: object, **kwargs: object) -> None:
+        seen.append(kwargs["options"])  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dwsearch.study.runner, "run_study", fake_run_study)
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nbase: seed_cnn\nsampler: grid\n")
+    result = CliRunner().invoke(main, ["run-study", str(study), "-q"])
+    assert result.exit_code == 130, result.output
+    assert seen == [WorkerOptions(worker_id=seen[0].worker_id)]

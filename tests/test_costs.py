@@ -1,4 +1,4 @@
-"""Whole-network costs against a hand calculation from the seed's documented architecture."""
+"""Whole-network costs against a hand calculation from the baseline study's documented architecture."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dwsearch import build_model, get_block, measure_latency, profile
 from dwsearch.costs import measure_saved_bytes
 
-# The seed's layers as (in, out, spatial size the conv runs at, has BN, kind).
+# The baseline's layers as (in, out, spatial size the conv runs at, has BN, kind).
 SEED_CONVS = [(3, 32, 32, True), (32, 64, 32, True), (64, 128, 32, True), (128, 128, 32, False),
               (128, 256, 16, True), (256, 256, 16, False)]
 SEED_FCS = [(16384, 1024), (1024, 512), (512, 10)]
@@ -17,7 +17,7 @@ DWSEP_AT = {0, 1, 2, 4}  # which of SEED_CONVS the depthwise net replaces with c
 
 
 def hand_count(depthwise: bool) -> tuple[int, int]:
-    """(params, MACs with BN folded) from the seed's formulas: standard conv
+    """(params, MACs with BN folded) from the baseline's formulas: standard conv
     C_in*C_out*K^2 (+bias, +BN 2*C_out); conv_dw C_in*K^2 + C_in*C_out (+BN 2*C_in + 2*C_out);
     MACs H*W*C_in*C_out*K^2 and H*W*C_in*(K^2 + C_out)."""
     params = macs = 0
@@ -35,7 +35,7 @@ def hand_count(depthwise: bool) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize(("name", "depthwise"), [("seed_cnn", False), ("seed_dwsep", True)])
-def test_seed_totals_match_hand_calculation(name: str, depthwise: bool) -> None:
+def test_baseline_totals_match_hand_calculation(name: str, depthwise: bool) -> None:
     params, macs = hand_count(depthwise)
     result = profile(name, bn="folded")
     assert result.params == params
@@ -65,16 +65,16 @@ def test_totals_agree_with_torch_flop_counter(name: str) -> None:
     with counter, torch.no_grad():
         model(torch.zeros(1, 3, 32, 32))
     result = profile(model, bn="folded")
-    # No residual adds, SE or average pooling in the seed nets: every MAC is a conv or matmul.
+    # No residual adds, SE or average pooling in the baseline nets: every MAC is a conv or matmul.
     assert 2 * result.macs == counter.get_total_flops()
 
 
-def test_seed_ratios_the_readme_reports() -> None:
-    """The seed claims ~8-9x fewer parameters and FLOPs; per replaced layer that holds,
-    for the whole network it does not (the 16.8M-parameter FC layer dominates)."""
+def test_baseline_ratios_the_readme_reports() -> None:
+    """The baseline document claims ~8-9x fewer parameters and FLOPs; per replaced layer that
+    holds, for the whole network it does not (the 16.8M-parameter FC layer dominates)."""
     cnn, dw = profile("seed_cnn", bn="folded"), profile("seed_dwsep", bn="folded")
     layer6 = cnn.layers[6].macs / dw.layers[6].macs
-    assert 8.0 < layer6 < 9.0  # the seed's own example: 301.99M / 34.7M = 8.7x at 32x32
+    assert 8.0 < layer6 < 9.0  # the document's own example: 301.99M / 34.7M = 8.7x at 32x32
     assert cnn.params / dw.params < 1.1
     assert cnn.macs / dw.macs < 1.5
 
@@ -98,7 +98,7 @@ F32, I64 = 4, 8  # bytes per element
 
 
 def hand_saved(depthwise: bool) -> list[int]:
-    """Bytes per sample autograd saves in each seed layer (fp32, CPU), by the rules in
+    """Bytes per sample autograd saves in each baseline layer (fp32, CPU), by the rules in
     tests/closed_form.py. Inside the net a layer's input is mostly the previous layer's
     in-place ReLU output, saved there already, so it is not counted again."""
     convs = []

@@ -79,12 +79,14 @@ def test_only_the_study_package_imports_optuna() -> None:
 def test_configs_and_cli_import_no_torch_at_module_level() -> None:
     for name in ("dwsearch.train.config", "dwsearch.data.config", "dwsearch.cli",
                  "dwsearch.cli._common", "dwsearch.cli.models", "dwsearch.cli.training",
-                 "dwsearch.cli.bench"):
+                 "dwsearch.cli.bench", "dwsearch.cli.study", "dwsearch.study.options"):
         tree = ast.parse(SOURCES[name].read_text())
         top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
         top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
-        assert not any(m.startswith(("torch", "dwsearch.builder", "dwsearch.costs",
-                                     "dwsearch.run", "dwsearch.bench")) for m in top), name
+        assert not any(m.startswith(("torch", "optuna", "pydantic", "dwsearch.builder",
+                                     "dwsearch.costs", "dwsearch.run", "dwsearch.bench",
+                                     "dwsearch.study.config", "dwsearch.study.worker"))
+                       for m in top), name
 
 
 def test_the_metrics_table_is_a_leaf_the_report_can_read() -> None:
@@ -104,3 +106,58 @@ def test_deploy_imports_no_optuna_or_pandas_and_its_runtimes_lazily() -> None:
             top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
             top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
             assert not [m for m in top if within(m, runtimes)], name
+
+
+PUBLIC_API = {
+    "dwsearch.train.config": ["TrainConfig"],
+    "dwsearch.data.config": ["DataConfig"],
+    "dwsearch.study.runner": ["load_config", "run_study", "StudyOutcome"],
+    "dwsearch.study.options": ["WorkerOptions"],
+    "dwsearch.study.config": ["StudyConfig"],
+    "dwsearch.study.results": ["load_results", "StudyResults"],
+    "dwsearch.report": ["make_report", "open_study", "ReportPaths"],
+    "dwsearch.run": ["train_spec"],
+    "dwsearch.builder": ["build_model"],
+    "dwsearch.zoo": ["load_spec"],
+}
+
+
+def _fresh(code: str) -> str:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=PACKAGE.parent)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize(("module", "name"), [(m, n) for m, names in PUBLIC_API.items()
+                                               for n in names])
+def test_the_public_api_is_importable_from_dwsearch(module: str, name: str) -> None:
+    import importlib
+
+    import dwsearch
+
+    namespace: dict[str, object] = {}
+    exec(f"from dwsearch import {name} as imported", namespace)  # the statement users write
+    assert namespace["imported"] is getattr(importlib.import_module(module), name)
+    assert getattr(dwsearch, name) is namespace["imported"] and name in dwsearch.__all__
+
+
+def test_import_dwsearch_stays_light_and_reads_its_version_from_the_metadata() -> None:
+    """``import dwsearch`` imports neither torch, optuna nor pandas (the API is lazy), and
+    ``__version__`` is the installed package's (pyproject.toml), not a second copy."""
+    heavy = _fresh("import sys, dwsearch\n"
+                   "print(sorted(m for m in ('torch', 'optuna', 'pandas') if m in sys.modules))")
+    assert heavy == "[]"
+    version = _fresh("import importlib.metadata as metadata\n"
+                     "real = metadata.version\n"
+                     "metadata.version = lambda name: '9.9.9' if name == 'dwsearch' else real(name)\n"
+                     "import dwsearch\nprint(dwsearch.__version__)")
+    assert version == "9.9.9"
+    import importlib.metadata
+
+    import dwsearch
+
+    assert dwsearch.__version__ == importlib.metadata.version("dwsearch")

@@ -1,6 +1,6 @@
 """Reports of synthetic studies (tests/synthetic_study.py: realistic storages, nothing
 trained): what counts, the numbers against the records, the files, the self-contained page,
-the seed study's claims, and that no torch is imported."""
+the claims a study states, and that no torch is imported."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from test_layout import SOURCES, imports
 
 from dwsearch.errors import ReportError
 from dwsearch.report import ReportPaths, make_report
-from dwsearch.report.claims import seed_comparison
+from dwsearch.report.claims import baseline_claims, judge_claims
 from dwsearch.report.frame import StudyFrames, make_frames
 from dwsearch.report.stats import paired
 from dwsearch.study.results import StudyResults, load_results
@@ -124,6 +125,29 @@ def test_configuration_means_and_stds_are_those_of_the_records(studies: dict[str
         assert row["val_std"] == pytest.approx(values.std(ddof=1))
         assert row["seeds"] == "0,1,2" and row["n"] == 3
         assert row["params"] == records[0].params
+
+
+def test_every_metric_of_the_table_has_its_report_columns(studies: dict[str, Made]) -> None:
+    """Claims read any metric of the table (test accuracy and training images/s included) from
+    the report's frames: each metric's per-run column holds what it reads from the record, and
+    its per-configuration column is their mean."""
+    from dwsearch.metrics import METRICS
+
+    made = studies["baseline"]
+    runs = made.frames.runs.set_index("trial")
+    records = {t.number: t.record for t in made.results.trials}
+    assert {"test_accuracy", "train_ips"} <= set(METRICS)
+    for metric in METRICS.values():
+        assert metric.run_column is not None and metric.column is not None, metric.name
+        for trial, row in runs.iterrows():
+            record = records[int(trial)]
+            assert record is not None
+            assert float(row[metric.run_column]) == pytest.approx(metric.read(record)), metric.name
+        configs = made.frames.configs.set_index("config_hash")
+        means = runs.astype({metric.run_column: float}).groupby("config_hash")[
+            metric.run_column].mean()
+        for config_hash, mean in means.items():
+            assert float(configs.loc[config_hash, metric.column]) == pytest.approx(mean)
 
 
 def test_ablation_differences_are_paired_on_seeds(studies: dict[str, Made]) -> None:
@@ -282,7 +306,7 @@ def test_page_is_self_contained(studies: dict[str, Made], kind: str) -> None:
 def test_page_says_what_it_must(studies: dict[str, Made]) -> None:
     html = studies["baseline"].html
     for section in ("summary", "setup", "fronts", "configurations", "curves", "costs", "speed",
-                    "seed", "architectures", "excluded"):
+                    "claims", "architectures", "excluded"):
         assert f'id="{section}"' in html, section
     for text in ("SYNTHETIC STUDY", "Lossy JPEG copy", "1 multiply-add = 1 MAC",
                  "batch norm 1 MAC per element (counted)", "torch 2.14.1", synthetic.DEVICE_NAME,
@@ -294,7 +318,7 @@ def test_page_says_what_it_must(studies: dict[str, Made]) -> None:
                    "speed", "diagram_0", "diagram_3", "layers_0", "layers_3"):
         assert f'id="fig-{figure}"' in html, figure
     assert 'id="ablation"' not in html and 'id="ablation"' in studies["ablation"].html
-    assert 'id="seed"' not in studies["search"].html
+    assert 'id="claims"' not in studies["search"].html
 
 
 def test_excluded_trials_are_listed_with_reasons(studies: dict[str, Made]) -> None:
@@ -304,18 +328,99 @@ def test_excluded_trials_are_listed_with_reasons(studies: dict[str, Made]) -> No
         assert reason in section
 
 
-def test_seed_claims_in_the_baseline_report(studies: dict[str, Made]) -> None:
-    section = studies["baseline"].markdown.split("## The seed study's claims, measured")[1]
+def test_claims_in_the_baseline_report(studies: dict[str, Made]) -> None:
+    section = studies["baseline"].markdown.split("## Claims, measured")[1]
     section = section.split("\n## ")[0]
     assert "~70-75%" in section and "~68-73%" in section and "30-50% faster" in section
+    assert "that the study file states (`claims:`)" in section
     rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines()
             if line.startswith("| ")}
     assert "| not confirmed |" in rows["~8-9x fewer parameters with depthwise separable "
                                        "convolutions"]
-    assert "1.02x (18,435,210 / 18,092,395)" in section
+    assert "1.02x (18,435,210 / 18,092,395 parameters)" in section
     assert "1.44x (490,345,472 / 339,905,536 MACs" in section
     assert "| not confirmed |" in rows["Depthwise CNN uses less memory"]  # 4.61 vs 3.58 MiB
-    assert "4.61 vs 3.58 MiB saved for backward per sample" in section
+    assert "1.29x (4.61 / 3.58 MiB)" in rows["Depthwise CNN uses less memory"]
+    # The models the claims name, with every metric the claims use
+    assert rows["seed_cnn"].startswith("| seed_cnn | 3 | ") and "| 3.58 MiB |" in rows["seed_cnn"]
+    assert "| 18,092,395 |" in rows["seed_dwsep"] and "| 4.61 MiB |" in rows["seed_dwsep"]
+
+
+# What the report showed for the committed study before claims moved into study files: the
+# same claims and verdicts, from the built-in baseline claims (the study stores none).
+BASELINE_CPU5K_VERDICTS = {
+    "Standard CNN test accuracy ~70-75% after 10 epochs": "not measured",  # 5,000 images
+    "Depthwise CNN test accuracy ~68-73% after 10 epochs": "not measured",
+    "Standard CNN has ~10-15M parameters": "not confirmed",
+    "Depthwise CNN has ~1-2M parameters": "not confirmed",
+    "~8-9x fewer parameters with depthwise separable convolutions": "not confirmed",
+    "~8-9x fewer FLOPs with depthwise separable convolutions": "not confirmed",
+    "Comparable or slightly lower accuracy (1-3% trade-off)": "not measured",
+    "Depthwise CNN trains 30-50% faster": "not confirmed",  # 1.23x-1.27x per seed
+    "Depthwise CNN has faster inference": "not shown",  # 0.83x-2.38x per seed
+    "Depthwise CNN uses less memory": "not confirmed",
+}
+
+
+def test_a_baseline_study_begun_before_claims_gets_the_built_in_ones(tmp_path: Path) -> None:
+    """reports/baseline-cpu5k/study.db was begun before study files had a claims section: its
+    report checks the baseline's built-in claims and says so."""
+    import shutil
+
+    shutil.copy(REPO / "reports" / "baseline-cpu5k" / "study.db", tmp_path / "study.db")
+    results = load_results("baseline-cpu5k", f"sqlite:///{tmp_path / 'study.db'}")
+    assert "claims" not in results.config
+    paths = make_report(results, tmp_path / "report")
+    section = paths.markdown.read_text().split("## Claims, measured")[1].split("\n## ")[0]
+    assert "begun before study files had a `claims:` section" in section
+    verdicts = {line.split(" | ")[0].strip("| "): line.split(" | ")[3]
+                for line in section.splitlines() if line.startswith("| ") and
+                line.count(" | ") == 4}
+    del verdicts["claim"]
+    assert verdicts == BASELINE_CPU5K_VERDICTS
+
+
+def test_the_claims_a_stored_study_gets(studies: dict[str, Made]) -> None:
+    """The stored claims section; none when the study stated none (even one that ran both
+    baseline models); the built-in baseline claims only for a baseline study begun before
+    study files had the section; none for any other study of that time."""
+    from dwsearch.report.claims import study_claims
+
+    configs = studies["baseline"].frames.configs
+    stored = studies["baseline"].results.config
+    claims, built_in = study_claims(stored, configs, "stored")
+    assert claims == baseline_claims() and not built_in
+    assert study_claims({**stored, "claims": None}, configs, "stored") == (None, False)
+    old = {k: v for k, v in stored.items() if k != "claims"}
+    assert study_claims(old, configs, "stored") == (baseline_claims(), True)
+    search = studies["search"].frames.configs
+    assert study_claims(old, search, "stored") == (None, False)
+
+
+def test_unreadable_stored_claims_are_a_note_not_a_failed_report(studies: dict[str, Made],
+                                                                  tmp_path: Path) -> None:
+    made = studies["baseline"]
+    claims = {"items": [{"claim": "x", "value": {"metric": "joules", "of": "seed_cnn",
+                                                 "below": 1}}]}
+    meta = {**made.results.meta, "config": {**made.results.config, "claims": claims}}
+    paths = make_report(replace(made.results, meta=meta), tmp_path, detail=0)
+    section = paths.markdown.read_text().split("## Claims, measured")[1].split("\n## ")[0]
+    assert ("The claims stored with this study cannot be read: study 'synthetic-baseline' "
+            "(stored config): claims.items[0].value.metric: unknown metric 'joules'") in section
+
+
+def test_the_baseline_study_file_states_the_built_in_claims() -> None:
+    import yaml
+
+    from dwsearch.study.config import load_study_config
+
+    stated = load_study_config(REPO / "studies" / "baseline.yaml").claims
+    assert stated == baseline_claims() and len(stated.items) == 10
+    # Byte for byte the same section (comments included) in the package's copy
+    text = (REPO / "studies" / "baseline.yaml").read_text()
+    built_in = (REPO / "dwsearch" / "report" / "baseline_claims.yaml").read_text()
+    assert text[text.index("\nclaims:\n"):] == built_in[built_in.index("\nclaims:\n"):]
+    assert yaml.safe_load(built_in)["claims"] == yaml.safe_load(text)["claims"]
 
 
 # -- what comes from the study file, the storage or the user ---------------------------------
@@ -451,10 +556,17 @@ def _pair(**changes: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame([cnn, dw]), pd.DataFrame(rows)
 
 
-def _verdicts(configs: pd.DataFrame, runs: pd.DataFrame, epochs: int = 10) -> dict[str, str]:
-    result = seed_comparison(configs, runs, epochs=epochs, train_images=45_000, device="cpu")
-    assert result is not None
-    return {c.claim: c.verdict for c in result.claims}
+def _judged(configs: pd.DataFrame, runs: pd.DataFrame, epochs: int = 10,
+            train_images: int = 45_000) -> dict[str, Any]:
+    result = judge_claims(baseline_claims(), configs, runs, epochs=epochs,
+                          train_images=train_images, device="cpu")
+    return {v.claim: v for v in result.verdicts}
+
+
+def _verdicts(configs: pd.DataFrame, runs: pd.DataFrame, epochs: int = 10,
+              train_images: int = 45_000) -> dict[str, str]:
+    return {claim: v.verdict for claim, v in _judged(configs, runs, epochs,
+                                                      train_images).items()}
 
 
 def test_claim_rules() -> None:
@@ -471,7 +583,7 @@ def test_claim_rules() -> None:
         "Depthwise CNN has faster inference": "confirmed",
         "Depthwise CNN uses less memory": "not confirmed",
     }
-    # The seed's own numbers would confirm it
+    # The baseline document's own numbers would confirm it
     verdicts = _verdicts(*_pair(cnn={"params": 12e6, "macs": 9e8}, dw={
         "params": 1.5e6, "macs": 1e8, "train_ips": 140.0, "saved_bytes": 1_000_000}))
     assert verdicts["~8-9x fewer parameters with depthwise separable convolutions"] == "confirmed"
@@ -487,10 +599,20 @@ def test_claim_rules() -> None:
     assert verdicts["Depthwise CNN has faster inference"] == "not measured"
     verdicts = _verdicts(*_pair(), epochs=2)
     assert verdicts["Standard CNN test accuracy ~70-75% after 10 epochs"] == "not measured"
+    assert verdicts["Comparable or slightly lower accuracy (1-3% trade-off)"] == "not measured"
     assert verdicts["Standard CNN has ~10-15M parameters"] == "not confirmed"  # costs still hold
+    judged = _judged(*_pair(), train_images=5_000)
+    claim = judged["Depthwise CNN test accuracy ~68-73% after 10 epochs"]
+    assert claim.verdict == "not measured"
+    assert claim.measured.endswith("(trained on 5,000 images; the claim is for 45,000)")
+    # A model that did not run: the claims naming it are not measured, the others are judged
     configs, runs = _pair()
-    assert seed_comparison(configs.iloc[:1], runs, epochs=10, train_images=45_000,
-                           device="cpu") is None
+    verdicts = _verdicts(configs.iloc[:1], runs)
+    assert verdicts["Standard CNN has ~10-15M parameters"] == "not confirmed"
+    assert verdicts["Depthwise CNN has ~1-2M parameters"] == "not measured"
+    assert verdicts["Depthwise CNN has faster inference"] == "not measured"
+    assert _judged(configs.iloc[:1], runs)["Depthwise CNN uses less memory"].measured == (
+        "seed_dwsep did not run in this study")
 
 
 def test_speed_claims_are_judged_seed_by_seed() -> None:
@@ -499,9 +621,7 @@ def test_speed_claims_are_judged_seed_by_seed() -> None:
     seed_dwsep was slower on one of three. Seeds that disagree show nothing."""
     noisy = _pair(cnn={"latency_ms": 12.04}, dw={"latency_ms": 8.7}, per_seed={
         "c": {"latency_ms": [9.0, 18.02, 9.1]}, "d": {"latency_ms": [7.6, 8.9, 9.6]}})
-    result = seed_comparison(*noisy, epochs=10, train_images=45_000, device="cpu")
-    assert result is not None
-    claim = next(c for c in result.claims if c.claim == "Depthwise CNN has faster inference")
+    claim = _judged(*noisy)["Depthwise CNN has faster inference"]
     assert claim.verdict == "not shown"
     assert "1.18x" in claim.measured and "0.95x-2.02x" in claim.measured  # median, spread
     agreeing = _pair(per_seed={"c": {"train_ips": [100.0, 98.0, 103.0]},
@@ -510,6 +630,52 @@ def test_speed_claims_are_judged_seed_by_seed() -> None:
     slower = _pair(per_seed={"c": {"latency_ms": [3.0, 3.1, 2.9]},
                              "d": {"latency_ms": [3.5, 3.6, 3.4]}})
     assert _verdicts(*slower)["Depthwise CNN has faster inference"] == "not confirmed"
+
+
+def test_claims_of_any_study_on_other_metrics_and_bounds() -> None:
+    """The rules are generic: any metric of the table, any bound, any two models by name."""
+    from dwsearch.study.config import parse_claims
+
+    claims = parse_claims({"recipe": {"epochs": 10}, "items": [
+        {"claim": "fast enough", "value": {"metric": "latency", "of": "seed_dwsep",
+                                           "below": 3.5}},
+        {"claim": "lean", "difference": {"metric": "saved_bytes", "of": "seed_dwsep",
+                                         "minus": "seed_cnn", "at_most": "1M"}},
+        {"claim": "cheaper", "ratio": {"metric": "macs", "of": "seed_dwsep", "to": "seed_cnn",
+                                       "at_most": 0.75}},
+        {"claim": "slower to train", "speed": {"metric": "train_ips", "of": "seed_cnn",
+                                               "over": "seed_dwsep", "below": 1}},
+        {"claim": "as accurate", "value": {"metric": "val_accuracy", "of": "seed_cnn",
+                                           "at_least": "50%"}},
+        {"claim": "elsewhere", "value": {"metric": "params", "of": "mobile", "at_most": "2M"}},
+    ]})
+    assert claims is not None
+    configs, runs = _pair()
+    configs["val_mean"] = [0.55, 0.56]
+    runs["val_accuracy"] = [0.55] * 3 + [0.56] * 3
+    runs["saved_bytes"] = [3_758_592] * 3 + [4_831_744] * 3
+    result = judge_claims(claims, configs, runs, epochs=2, train_images=5_000, device="cpu")
+    judged = {v.claim: v for v in result.verdicts}
+    assert judged["fast enough"].verdict == "confirmed"  # 3.0 ms
+    assert judged["fast enough"].rule == ("confirmed when the latency of seed_dwsep (mean over "
+                                          "seeds) is below 3.5 ms")
+    lean = judged["lean"]  # +1.02 MiB per image, paired over 3 seeds
+    assert lean.verdict == "not confirmed" and lean.measured.startswith("+1.02 MiB (paired over 3")
+    assert lean.rule == ("confirmed when the difference of bytes saved for backward per image, "
+                         "seed_dwsep - seed_cnn (mean; paired on shared seeds when there are), "
+                         "is at most +1M bytes")
+    assert judged["cheaper"].verdict == "confirmed"  # 0.69x
+    assert judged["cheaper"].measured == "0.69x (339,905,536 / 490,345,472 MACs)"
+    assert judged["slower to train"].verdict == "confirmed"  # 0.8x as fast on every seed
+    assert judged["slower to train"].measured.startswith("0.80x as fast as seed_dwsep")
+    # An accuracy claim of a study trained 2 epochs where the claims are for 10
+    assert judged["as accurate"].verdict == "not measured"
+    assert judged["as accurate"].measured.endswith("(trained 2 epochs; the claim is for 10)")
+    assert judged["elsewhere"].measured == "mobile did not run in this study"
+    models = result.models.set_index("model")
+    assert list(models.index) == ["seed_dwsep", "seed_cnn", "mobile"]
+    assert models.loc["mobile", "parameters"] == "did not run"
+    assert models.loc["seed_cnn", "validation accuracy"] == "55.00 ± 0.00%"
 
 
 # -- robustness -------------------------------------------------------------------------------
@@ -617,7 +783,7 @@ def test_report_of_real_runs(tmp_path: Path) -> None:
     # Both seeds shared: a paired difference with an interval
     assert re.search(r"<td>tiny_dwsep</td><td class=\"num\">2</td><td[^>]*>[-+]\d+\.\d\d "
                      r"\[[-+]\d+\.\d\d, [-+]\d+\.\d\d\]</td>", html)
-    assert 'id="seed"' not in html  # not the seed backbones: no claims
+    assert 'id="claims"' not in html  # no claims stated, not the baseline's backbones
 
 
 def test_a_grid_base_given_as_choices_is_named(tmp_path: Path) -> None:

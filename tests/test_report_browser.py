@@ -103,7 +103,7 @@ def test_page_loads_and_decodes_every_plot(reports: dict[str, ReportPaths], kind
     for section in ("summary", "fronts", "configurations", "curves", "costs", "speed",
                     "architectures", "excluded"):
         assert section in probe["sections"]
-    assert ("seed" in probe["sections"]) == (kind == "baseline")
+    assert ("claims" in probe["sections"]) == (kind == "baseline")
     assert ("ablation" in probe["sections"]) == (kind == "ablation")
 
 

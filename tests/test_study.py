@@ -3,6 +3,7 @@ resume, reuse, constraints, pruning rules, and the read side."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,46 @@ def test_a_study_begun_before_an_option_existed_resumes_at_its_default(
     changed["train"] = {**changed["train"], "nesterov": True}
     with pytest.raises(StudyError, match=r"train\.nesterov differs from the study"):
         run(parse_study_config(changed, "t.yaml"))
+
+
+def test_claims_do_not_change_what_a_study_measures(images: Path, tmp_path: Path) -> None:
+    """A study begun before study files had claims (its stored config has no claims key)
+    resumes with a file that states some: claims are not what it measures. The stored study
+    keeps the claims it was begun with (its report reads them from there)."""
+    base = {**TINY_BASE, "name": "tiny"}
+    space = {"layers[0,2].block": ["conv"]}
+    run(config(images, base=base, space=space))
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'studies' / 't.db'}")
+    meta = study.user_attrs["dwsearch"]
+    assert meta["config"]["claims"] is None
+    del meta["config"]["claims"]
+    study.set_user_attr("dwsearch", meta)
+    claims = {"document": "notes.md", "items": [
+        {"claim": "tiny is small", "value": {"metric": "params", "of": "tiny", "at_most": "1M"}}]}
+    stated = config(images, base=base, space=space, claims=claims)
+    assert stated.claims is not None and stated.claims.items[0].rule.bound.low == 1e6
+    assert run(stated).ran == 0
+    assert "claims" not in load_results("t").config
+
+
+@pytest.mark.parametrize(("base", "name", "message"), [
+    ({**TINY_BASE, "name": "tiny"}, "tiny", None),
+    ({**TINY_BASE, "name": "tiny"}, "tinny",
+     "t.yaml: claims.items[0].ratio.of: 'tinny' is not a model of this study; did you mean "
+     "'tiny'? its models: tiny, seed_dwsep"),
+    (TINY_BASE, "tiny", "t.yaml: claims.items[0].ratio.of: 'tiny' is not a model of this study; "
+                        "its models: seed_dwsep"),
+])
+def test_claims_name_models_the_study_trains(images: Path, base: dict[str, Any], name: str,
+                                             message: str | None) -> None:
+    claims = {"items": [{"claim": "smaller", "ratio": {
+        "metric": "params", "of": name, "to": "seed_dwsep", "below": 1}}]}
+    cfg = config(images, base=base, space={"model": ["seed_dwsep"]}, claims=claims)
+    if message is None:
+        make_plan(cfg)
+    else:
+        with pytest.raises(StudyError, match=re.escape(message) + "$"):
+            make_plan(cfg)
 
 
 def test_workers_opening_a_fresh_database_at_once_make_one_study(images: Path,

@@ -371,3 +371,126 @@ def test_control_characters_in_study_files(_study_dir: Path, tmp_path: Path,
     if at != "value":
         key = key + char if data.draw(st.booleans()) else key.replace(".", char + ".", 1)
     check(mutate(VALID, key, value if at != "key" else [3]), _study_dir)
+
+
+# -- claims sections ---------------------------------------------------------------------------
+CLAIMS_STUDY: dict[str, Any] = {**VALID, "base": "seed_cnn",
+                                "space": {"model": ["seed_cnn", "seed_dwsep"]}}
+CLAIMS: dict[str, Any] = {
+    "document": "doc.md",
+    "recipe": {"epochs": 10, "train_images": 45000},
+    "items": [
+        {"claim": "a", "source": "s", "value": {"metric": "test_accuracy", "of": "seed_cnn",
+                                                "between": ["70%", "75%"]}},
+        {"claim": "b", "ratio": {"metric": "params", "of": "seed_cnn", "to": "seed_dwsep",
+                                 "between": [7, 10]}, "note": "n"},
+        {"claim": "c", "difference": {"metric": "test_accuracy", "of": "seed_dwsep",
+                                      "minus": "seed_cnn", "at_least": "-3%"}},
+        {"claim": "d", "speed": {"metric": "latency", "of": "seed_dwsep", "over": "seed_cnn",
+                                 "above": 1}},
+    ],
+}
+
+
+@pytest.mark.parametrize(("claims", "message"), [
+    ({"items": []}, "claims.items: List should have at least 1 item"),
+    ({"items": [{"claim": "x"}]},
+     "claims.items[0]: give one rule (value, ratio, difference or speed), found none"),
+    ({"items": [{"claim": "x", "value": {"metric": "test_acc", "of": "seed_cnn", "above": 0}}]},
+     "claims.items[0].value.metric: unknown metric 'test_acc'; did you mean 'test_accuracy'?"),
+    ({"items": [{"claim": "x", "value": {"metric": "test_accuracy", "of": "seed_cnn",
+                                         "at_least": 70}}]},
+     "claims.items[0].value: at_least: test_accuracy is a fraction: write 70% or 0.7, found 70"),
+    ({"items": [{"claim": "x", "value": {"metric": "params", "of": "seed_cnn",
+                                         "betwen": [1, 2]}}]},
+     "claims.items[0].value.betwen: unknown key; did you mean 'between'?"),
+    ({"items": [{"claim": "x", "value": {"metric": "params", "of": "seed_cnn",
+                                         "between": [3, 2]}}]},
+     "claims.items[0].value: between: low (3) must be <= high (2)"),
+    ({"items": [{"claim": "x", "ratio": {"metric": "params", "of": "seed_cnn",
+                                         "to": "seed_dwsep", "at_least": "7O%"}}]},
+     "claims.items[0].ratio.at_least: expected a number, a percentage like 70% or a count like "
+     "10M, found '7O%'"),
+    ({"items": [{"claim": "x", "ratio": {"metric": "params", "of": "seed_cnn",
+                                         "to": "seed_dwsep", "at_least": 1, "below": 2}}]},
+     "claims.items[0].ratio: give one bound (between, at_least, at_most, above or below), found "
+     "at_least and below"),
+    ({"items": [{"claim": "x", "speed": {"metric": "params", "of": "seed_dwsep",
+                                         "over": "seed_cnn", "above": 1}}]},
+     "claims.items[0].speed.metric: 'params' is not a speed; allowed: latency, train_ips"),
+    ({"items": [{"claim": "x", "ratio": {"metric": "params", "of": "seed_cnn",
+                                         "to": "seed_cnn", "above": 1}}]},
+     "claims.items[0]: ratio: of and to name the same model, 'seed_cnn'"),
+    ({"items": [{"claim": "x", "difference": {"metric": "params", "of": "seed_cnm",
+                                              "minus": "seed_cnn", "above": 1}}]},
+     "claims.items[0].difference.of: 'seed_cnm' is not a model of this study; did you mean "
+     "'seed_cnn'? its models: seed_cnn, seed_dwsep"),
+    ({**CLAIMS, "recipe": {"epoch": 10}},
+     "claims.recipe.epoch: unknown key; did you mean 'epochs'? allowed: epochs, train_images"),
+])
+def test_claims_mistakes_are_one_located_line(_study_dir: Path, claims: dict[str, Any],
+                                              message: str) -> None:
+    found = check({**CLAIMS_STUDY, "claims": claims}, _study_dir)
+    assert found is not None and found.startswith(f"fuzz.yaml: {message}"), found
+
+
+def _set(data: Any, path: str, value: Any) -> Any:
+    """``data`` with ``value`` at ``path`` (``items[1].ratio.to``), making the way there; a
+    step into something that is not a mapping or list (an earlier mutation) changes nothing."""
+    out = copy.deepcopy(data)
+    node = out
+    parts: list[Any] = [int(p[1:-1]) if p.startswith("[") else p
+                        for p in re.findall(r"[^.\[\]]+|\[\d+\]", path)]
+    for i, key in enumerate(parts):
+        if isinstance(node, list) and isinstance(key, int):
+            if not node:
+                node.append({})
+            key = min(key, len(node) - 1)
+        elif not (isinstance(node, dict) and isinstance(key, str)):
+            return out
+        if i == len(parts) - 1:
+            node[key] = value
+            return out
+        if not isinstance(node[key] if isinstance(node, list) else node.get(key), (dict, list)):
+            node[key] = [] if isinstance(parts[i + 1], int) else {}
+        node = node[key]
+    return out
+
+
+CLAIM_PATHS = [
+    "document", "recipe", "recipe.epochs", "recipe.train_images", "items", "items[0]",
+    "items[0].claim", "items[0].source", "items[0].note", "items[0].ratio", "items[0].value",
+    "items[0].value.metric", "items[0].value.of", "items[0].value.between",
+    "items[0].value.at_most", "items[1].ratio.to", "items[1].ratio.metric", "items[1].ratio.bogus",
+    "items[1].ratio.between", "items[2].difference.minus", "items[2].difference.at_least",
+    "items[3].speed.metric", "items[3].speed.over", "items[3].speed.above", "items[3].value",
+    "bogus",
+]
+# Plausible values (right and wrong) more often than arbitrary ones.
+CLAIM_WORDS = st.sampled_from([
+    "70%", "10M", "-3%", "7O%", "1e999", "%", [1, 2], [2, 1], [0.7], ["70%", "75%"], [1, 2, 3],
+    "seed_cnn", "seed_dwsep", "seed_cnm", "params", "latency", "train_ips", "test_accuracy",
+    "val_accuracy", 70, -0.5, 1.3, {"metric": "params", "of": "seed_cnn", "to": "seed_dwsep",
+                                     "between": [7, 10]}])
+CLAIM_VALUES = st.one_of(CLAIM_WORDS, CLAIM_WORDS, VALUES)
+
+
+@settings(max_examples=_n(60), deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(CLAIM_PATHS), CLAIM_VALUES), max_size=3))
+def test_generated_claims_sections(_study_dir: Path, mutations: list[tuple[str, Any]]) -> None:
+    """Every claims section a user might write plans, or is refused in one line that locates
+    the mistake under ``claims``; what plans reads back the same from the stored config."""
+    claims: Any = CLAIMS
+    for path, value in mutations:
+        claims = _set(claims, path, value)
+    data = {**CLAIMS_STUDY, "claims": claims}
+    message = check(data, _study_dir)
+    event("refused: " + re.sub(r"[\d,.]+|'[^']*'", "#", message.split(": ", 2)[-1])[:30]
+          if message else "planned")
+    if message is not None:
+        assert message.startswith("fuzz.yaml: claims"), message
+    else:
+        parsed = parse_study_config(data, "fuzz.yaml")
+        assert parsed.claims is not None
+        assert study_config.parse_claims(parsed.to_dict()["claims"]) == parsed.claims

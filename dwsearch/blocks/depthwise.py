@@ -20,7 +20,7 @@ __all__ = ["DepthwiseSeparable", "HybridConv"]
 class DepthwiseSeparable(nn.Module):
     """Depthwise k x k (x multiplier) -> BN -> act -> [SE] -> pointwise 1x1 -> BN -> act [+ skip].
 
-    With kernel_size=3, multiplier=1 this is the seed study's ``conv_dw``. The skip adds the
+    With kernel_size=3, multiplier=1 this is the baseline study's ``conv_dw``. The skip adds the
     input after the last activation; it needs stride 1 and in_channels == out_channels.
     """
 

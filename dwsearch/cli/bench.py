@@ -1,4 +1,4 @@
-"""``dwsearch bench``: the seed study's training pipeline against dwsearch's, in one run."""
+"""``dwsearch bench``: the baseline study's training pipeline against dwsearch's, in one run."""
 
 from __future__ import annotations
 
@@ -12,25 +12,26 @@ from dwsearch.cli._common import build_config, config_options
 from dwsearch.errors import ConfigError
 from dwsearch.train.config import MAX_SEED, TrainConfig
 
-# The options that change how dwsearch's side trains; the recipe itself is the seed's.
+# The options that change how dwsearch's side trains; the recipe itself is the baseline's.
 _RUNTIME_FIELDS = ("precision", "channels_last", "device", "threads")
 
 
-# DataLoader worker processes for the seed-style pipeline: each is a process holding a copy
+# DataLoader worker processes for the baseline-style pipeline: each is a process holding a copy
 # of the dataset, so a typo of 10^6 must not be started.
 MAX_WORKERS = 64
 
 
-def _seeds(value: str, flag: str, top: int = MAX_SEED) -> tuple[int, ...]:
+def _integers(value: str, flag: str, top: int = MAX_SEED) -> tuple[int, ...]:
+    """Comma-separated integers in 0..top (seeds, worker and job counts)."""
     try:
-        seeds = tuple(int(s) for s in value.split(","))
+        numbers = tuple(int(s) for s in value.split(","))
     except ValueError:
         raise click.BadParameter(f"expected integers like 0,1, found {value!r}",
                                  param_hint=flag) from None
-    if any(not 0 <= s <= top for s in seeds):
+    if any(not 0 <= n <= top for n in numbers):
         raise click.BadParameter(f"expected integers in 0..{top}, found {value!r}",
                                  param_hint=flag)
-    return seeds
+    return numbers
 
 
 def _check_output(output: str | None) -> Path | None:
@@ -58,9 +59,11 @@ def _check_output(output: str | None) -> Path | None:
               help="Images carved from the training set for the accuracy comparison.")
 @click.option("--steps", default=16, show_default=True, type=click.IntRange(min=1),
               help="Timed training steps per pipeline and spec.")
-@click.option("--seed-workers", default=None,
-              help="Comma-separated DataLoader worker counts for the seed-style pipeline; "
-                   "default: 0 (the seed's code) and one per core.")
+@click.option("--baseline-workers", default=None,
+              help="Comma-separated DataLoader worker counts for the baseline-style pipeline; "
+                   "default: 0 (the baseline study's code) and one per core.")
+# Its old name, from when "seed" named the baseline study too: users' scripts still use it.
+@click.option("--seed-workers", "deprecated_workers", default=None, hidden=True)
 @config_options(TrainConfig, exclude=[
     f for f in TrainConfig.__dataclass_fields__ if f not in _RUNTIME_FIELDS
 ])
@@ -95,7 +98,8 @@ def bench(
     data_dir: str | None,
     val_size: int,
     steps: int,
-    seed_workers: str | None,
+    baseline_workers: str | None,
+    deprecated_workers: str | None,
     memory: bool,
     load_times: bool,
     throughput: bool,
@@ -110,14 +114,14 @@ def bench(
     by_hand: bool,
     **runtime: object,
 ) -> None:
-    """Seed-style training pipeline vs dwsearch's, measured in one run (default specs:
+    """Baseline-style training pipeline vs dwsearch's, measured in one run (default specs:
     seed_cnn seed_dwsep); prints images/s ratios, data-loading share, load times, memory.
     With --study: trials per hour of a study run by hand against run-study --jobs N."""
     from dwsearch.bench import run_bench, study_rates
 
     if study_file is not None:
-        counts = tuple(n for n in _seeds(study_jobs, "--jobs") if n >= 1) or (1,)
-        threads = tuple(n for n in _seeds(thread_jobs, "--thread-jobs") if n >= 1) \
+        counts = tuple(n for n in _integers(study_jobs, "--jobs") if n >= 1) or (1,)
+        threads = tuple(n for n in _integers(thread_jobs, "--thread-jobs") if n >= 1) \
             if thread_jobs else ()
         rates = study_rates(study_file, jobs=counts, thread_jobs=threads, by_hand=by_hand,
                             n_trials=study_trials,
@@ -130,13 +134,21 @@ def bench(
                        f"{rate.trials_per_hour:.1f} | {rate.trials_per_hour / base:.2f}x |")
         return
 
-    seeds = _seeds(accuracy_seeds, "--accuracy-seeds")
-    workers = _seeds(seed_workers, "--seed-workers", MAX_WORKERS) if seed_workers else None
+    seeds = _integers(accuracy_seeds, "--accuracy-seeds")
+    flag = "--baseline-workers"
+    if deprecated_workers is not None:
+        click.echo("dwsearch bench: --seed-workers is deprecated; use --baseline-workers",
+                   err=True)
+        if baseline_workers is not None:
+            raise click.UsageError("--seed-workers is the old name of --baseline-workers: "
+                                   "give one of them")
+        baseline_workers, flag = deprecated_workers, "--seed-workers"
+    workers = _integers(baseline_workers, flag, MAX_WORKERS) if baseline_workers else None
     config = build_config(TrainConfig, runtime)
     out_path = _check_output(output)
     result = run_bench(
         list(specs) or ["seed_cnn", "seed_dwsep"], data_dir=data_dir, steps=steps,
-        seed_workers=workers, config=config, memory=memory, load_times=load_times,
+        baseline_workers=workers, config=config, memory=memory, load_times=load_times,
         throughput=throughput, accuracy_subset=accuracy_subset,
         accuracy_epochs=accuracy_epochs, accuracy_seeds=seeds, val_size=val_size,
         log=lambda line: click.echo(line, err=True),

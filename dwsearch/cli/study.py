@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
 
 from dwsearch.cli._common import parse_overrides_option
 from dwsearch.errors import ConfigError
+from dwsearch.study.options import AUTO_JOBS_CUDA, MAX_JOBS, WorkerOptions
+
+F = Callable[..., Any]
+_WORKER_FIELDS = {f.name: f for f in dataclasses.fields(WorkerOptions)}
+
+
+def worker_option(name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """A run-study option for the :class:`WorkerOptions` field ``name``: its default and help
+    are the field's (written once, there)."""
+    field = _WORKER_FIELDS[name]
+    return click.option(*decls, name, default=field.default,
+                        show_default=field.default is not None,
+                        help=field.metadata["help"], **kwargs)
 
 
 @click.command("run-study")
@@ -21,16 +35,12 @@ from dwsearch.errors import ConfigError
                    "in $DWSEARCH_STUDY_DIR (~/.local/share/dwsearch/studies).")
 @click.option("--n-trials", type=click.IntRange(min=1),
               help="Training runs in all (configurations x repeats); default: the file's.")
-@click.option("--data-dir", type=click.Path(file_okay=False),
-              help="Dataset folder; default: the file's, else $DWSEARCH_DATA_DIR, else the "
-                   "cache directory.")
-@click.option("--device", default="auto", show_default=True,
-              help="auto, cpu, cuda or cuda:N (how workers run; not part of the study).")
+@worker_option("data_dir", "--data-dir", type=click.Path(file_okay=False))
+@worker_option("device", "--device")
 @click.option("--jobs", default="auto", show_default=True, metavar="N|auto",
-              help="Worker processes side by side on this machine; auto: 1 on a CPU, 4 on a "
-                   "GPU.")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads per worker; default: the cores shared among the workers.")
+              help=f"Worker processes side by side on this machine; auto: 1 on a CPU, "
+                   f"{AUTO_JOBS_CUDA} on a GPU.")
+@worker_option("threads", "--threads", type=click.IntRange(min=1))
 @click.option("--timeout", metavar="DURATION",
               help="Stop starting trials after this long (seconds, or 30m, 2h); default: the "
                    "file's. Running the command again continues.")
@@ -39,12 +49,9 @@ from dwsearch.errors import ConfigError
               help="Change the study file, e.g. --set train.epochs=2 --set "
                    "data.train_subset=5000; a changed study needs a new --name.")
 @click.option("--name", help="Run the study under another name (a separate study).")
-@click.option("--heartbeat", default=10.0, show_default=True, type=click.FloatRange(min=0.5),
-              help="Seconds between a worker's heartbeats.")
-@click.option("--grace", default=60.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds without a heartbeat before another worker retries the trial.")
-@click.option("--weights-dir", type=click.Path(file_okay=False),
-              help="Where keep_weights checkpoints go; default: beside the storage.")
+@worker_option("heartbeat", "--heartbeat", type=click.FloatRange(min=0.5))
+@worker_option("grace", "--grace", type=click.FloatRange(min=1))
+@worker_option("weights_dir", "--weights-dir", type=click.Path(file_okay=False))
 @click.option("--dry-run", is_flag=True,
               help="Validate the file and show the plan; touch no storage, train nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no per-trial lines.")
@@ -78,10 +85,9 @@ def run_study_cmd(
     from dwsearch.study.runner import describe_plan, load_config, print_event, run_study
     from dwsearch.study.runner import dry_run as plan_only
     from dwsearch.study.storage import describe_url
-    from dwsearch.study.worker import WorkerOptions
 
-    if jobs != "auto" and not (jobs.isdigit() and 1 <= int(jobs) <= 256):
-        raise ConfigError(f"--jobs: expected a number of processes (1..256) or auto, "
+    if jobs != "auto" and not (jobs.isdigit() and 1 <= int(jobs) <= MAX_JOBS):
+        raise ConfigError(f"--jobs: expected a number of processes (1..{MAX_JOBS}) or auto, "
                           f"found {jobs!r}")
     config = load_config(study_file, overrides, name)
     if dry_run:

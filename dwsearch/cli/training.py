@@ -44,7 +44,7 @@ def train(
 ) -> None:
     """Train SPEC once; print validation and test accuracy, params, MACs and time.
 
-    Defaults are the seed study's recipe: SGD lr 0.1, momentum 0.9, weight decay 1e-4,
+    Defaults are the baseline study's recipe: SGD lr 0.1, momentum 0.9, weight decay 1e-4,
     batch 128, 10 epochs, no augmentation, inputs normalised with mean and std 0.5.
     """
     from dwsearch.run import train_spec

@@ -6,7 +6,7 @@ one file), ``README.md`` with the PNG figures beside it, ``trials.csv`` (one row
 and ``configurations.csv`` (one row per configuration, over seeds).
 
 Modules: :mod:`~dwsearch.report.frame` (records -> DataFrames), :mod:`~.pareto`,
-:mod:`~.stats`, :mod:`~.claims` (the seed study's claims), :mod:`~.plots`,
+:mod:`~.stats`, :mod:`~.claims` (the claims a study states), :mod:`~.plots`,
 :mod:`~.diagram` (architecture diagrams), :mod:`~.sections` (what the report says),
 :mod:`~.render` (Markdown and HTML), :mod:`~.export` (a trial as a spec, checkpoint or
 ONNX file: the one module here that imports torch, and only for weights).

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,11 +119,6 @@ def _exclusion(trial: TrialResult, status: str) -> str | None:
     return None
 
 
-def _median_ips(record: RunRecord) -> float | None:
-    values = [e.images_per_second for e in record.epochs if e.images_per_second > 0]
-    return statistics.median(values) if values else None
-
-
 def _trial_row(trial: TrialResult, objectives: Sequence[str]) -> dict[str, Any]:
     info = trial.info
     record = trial.record
@@ -166,7 +160,7 @@ def _trial_row(trial: TrialResult, objectives: Sequence[str]) -> dict[str, Any]:
             "saved_bytes": record.saved_bytes,
             "latency_ms": record.latency_ms,
             "latency_batch": latency.get("batch_size"),
-            "train_ips": _median_ips(record),
+            "train_ips": METRICS["train_ips"].read(record),
             "val_accuracy": record.val_accuracy,
             "best_val_accuracy": record.best_val_accuracy,
             "test_accuracy": record.test_accuracy,

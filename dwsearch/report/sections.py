@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from dwsearch.convention import convention
+from dwsearch.errors import StudyError
 from dwsearch.report import claims as claims_mod
 from dwsearch.report import plots
 from dwsearch.report.diagram import diagram_figure
@@ -160,9 +161,9 @@ def build_document(frames: StudyFrames, *, command: str,
         _costs(frames, detailed),
         _speed(frames, detailed),
     ]
-    seed = _seed_claims(frames)
-    if seed is not None:
-        sections.append(seed)
+    claims = _claims(frames)
+    if claims is not None:
+        sections.append(claims)
     sections += [_diagrams(frames, detailed), _excluded(frames)]
     description = str(config.get("description") or "")
     subtitle = (f"dwsearch study report: {len(results.trials):,} trials, "
@@ -599,30 +600,52 @@ def _speed(frames: StudyFrames, detailed: pd.DataFrame) -> Section:
     ])
 
 
-def _seed_claims(frames: StudyFrames) -> Section | None:
-    config = frames.results.config
+def _claims(frames: StudyFrames) -> Section | None:
+    """The claims the study file states (``claims:``), each judged by its rule; a baseline
+    study begun before study files had claims gets the baseline's built-in ones."""
+    results = frames.results
+    config = results.config
+    try:
+        claims, built_in = claims_mod.study_claims(config, frames.configs,
+                                                   f"study {results.name!r} (stored config)")
+    except StudyError as err:  # say so, and report the rest (a newer dwsearch wrote them?)
+        return Section("claims", "Claims, measured", [Text(
+            f"The claims stored with this study cannot be read: {literal(str(err))}",
+            kind="note")])
+    if claims is None:
+        return None
     train = config.get("train") or {}
     data = config.get("data") or {}
-    records = [t.record for t in frames.results.trials if t.record is not None]
+    records = [t.record for t in results.trials if t.record is not None]
     train_images = records[0].train_images if records else None
     epochs = train.get("epochs")
     if data.get("train_subset") and train_images is None:
         train_images = data.get("train_subset")
-    result = claims_mod.seed_comparison(frames.configs, frames.runs.astype(
-        {"test_accuracy": float}), epochs=epochs, train_images=train_images,
-        device=_device(frames))
-    if result is None:
-        return None
-    claims = pd.DataFrame([{"claim": c.claim, "seed document": c.source,
-                            "measured": c.measured, "verdict": c.verdict, "rule": c.rule}
-                           for c in result.claims])
-    verdicts = Counter(c.verdict for c in result.claims)
-    return Section("seed", "The seed study's claims, measured", [
-        Text("The seed document (`shared/reference/seed-cnn-vs-depthwise.md`) expects these "
-             "results after 10 epochs; measured beside them:"),
-        Table(result.expected, caption="The seed's \"Expected Results (10 epochs)\" table "
-                                       "with this study's measurements."),
-        Table(claims, caption=(
+    result = claims_mod.judge_claims(claims, frames.configs, frames.runs, epochs=epochs,
+                                     train_images=train_images, device=_device(frames))
+    table = pd.DataFrame([{"claim": v.claim, "source": v.source, "measured": v.measured,
+                           "verdict": v.verdict, "rule": v.rule} for v in result.verdicts])
+    verdicts = Counter(v.verdict for v in result.verdicts)
+    document = f" of {code(claims.document)}" if claims.document else ""
+    if built_in:
+        intro = (f"The baseline study's claims{document}, each judged by its rule on this "
+                 f"study's measurements. This study ran seed_cnn and seed_dwsep and was begun "
+                 f"before study files had a `claims:` section: these are the claims built "
+                 f"into dwsearch, those of `studies/baseline.yaml`.")
+    else:
+        intro = (f"The claims{document} that the study file states (`claims:`), each judged "
+                 f"by its rule on this study's measurements.")
+    recipe = [f"{claims.epochs} epochs" if claims.epochs else "",
+              f"{claims.train_images:,} training images" if claims.train_images else ""]
+    if any(recipe):
+        intro += (f" Accuracy claims are for {' on '.join(r for r in recipe if r)}; a study "
+                  f"trained otherwise does not measure them.")
+    return Section("claims", "Claims, measured", [
+        Text(intro),
+        Table(result.models, caption=(
+            "The models the claims name, as measured: mean ± standard deviation over seeds "
+            "where a metric varies between seeds.")),
+        Table(table, caption=(
             f"{verdicts.get('confirmed', 0)} confirmed, {verdicts.get('not confirmed', 0)} not "
             f"confirmed, {verdicts.get('not shown', 0)} not shown (the seeds disagree), "
             f"{verdicts.get('not measured', 0)} not measured. Speed claims hold for the device "

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -42,16 +43,24 @@ from dwsearch.train.config import TrainConfig
 from dwsearch.yamlio import load_yaml
 
 __all__ = [
+    "BOUNDS",
+    "CLAIM_KINDS",
     "MAX_ENUMERATED",
     "MAX_INTEGER",
     "MAX_TRIALS",
+    "SECOND_MODEL_KEY",
     "STUDY_FORMAT",
+    "Bound",
+    "Claim",
+    "ClaimRule",
+    "Claims",
     "Constraint",
     "Objective",
     "StudyConfig",
     "config_defaults",
     "json_schema",
     "load_study_config",
+    "parse_claims",
     "parse_study_config",
 ]
 
@@ -209,6 +218,189 @@ class PrunerSection(BaseModel):
     min_epochs: int = Field(1, ge=1, description="successive_halving, hyperband: min resource.")
 
 
+# -- claims: what a document says the study's models do, checked by the report ----------------
+
+_QUANTITY = re.compile(r"^\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*"
+                       r"(%|[kKMGT]?)\s*$")
+# Claim kinds and the key of their second model: value (one model), ratio (of / to),
+# difference (of - minus), speed (how many times as fast of is as over).
+CLAIM_KINDS = ("value", "ratio", "difference", "speed")
+SECOND_MODEL_KEY: Mapping[str, str | None] = {
+    "value": None, "ratio": "to", "difference": "minus", "speed": "over"}
+BOUNDS = ("between", "at_least", "at_most", "above", "below")
+# Metrics a speed claim may compare: a rate (higher is faster) or a time (lower is faster).
+SPEED_UNITS = ("images/s", "ms")
+MAX_CLAIMS = 1000
+
+
+def _quantity(value: Any) -> float:
+    """A number of a claim's bound: 0.7, 70% (a fraction: accuracies are fractions, a
+    difference of -3% is -3 points), 10M, 1.5K."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number, a percentage like 70% or a count like 10M, "
+                         f"found {describe_found(value)}")
+    if isinstance(value, str):
+        match = _QUANTITY.match(value)
+        if match is None:
+            raise ValueError(f"expected a number, a percentage like 70% or a count like 10M, "
+                             f"found {value!r}")
+        # 70% is 70 / 100 (0.7 exactly), not 70 * 0.01 (0.7000000000000001)
+        number = (float(match[1]) / 100 if match[2] == "%"
+                  else float(match[1]) * _SUFFIX[match[2]])
+    else:
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+    if not math.isfinite(number):
+        shown = repr(value) if isinstance(value, str) else describe_found(value)
+        raise ValueError(f"expected a finite number, found {shown}")
+    return number
+
+
+Quantity = Annotated[float, BeforeValidator(_quantity)]
+
+
+def _alternatives(names: Sequence[str]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+class _Rule(BaseModel):
+    """One rule: a metric of one model (``of``), or of two, against one bound."""
+
+    model_config = _STRICT
+    metric: str = Field(description="A metric of the table: " + ", ".join(METRICS) + ".")
+    of: str = Field(min_length=1, description="The model the claim is about (its spec name).")
+    between: list[Quantity] | None = Field(None, description="[low, high], both included.")
+    at_least: Quantity | None = None
+    at_most: Quantity | None = None
+    above: Quantity | None = None
+    below: Quantity | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            close = difflib.get_close_matches(metric, list(METRICS), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown metric {metric!r}; {hint}allowed: {', '.join(METRICS)}")
+        return metric
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> _Rule:
+        given = [b for b in BOUNDS if getattr(self, b) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give one bound ({_alternatives(BOUNDS)}), found "
+                             f"{' and '.join(given) or 'none'}")
+        if self.between is not None:
+            if len(self.between) != 2:
+                raise ValueError(f"between: expected [low, high], found {len(self.between)} "
+                                 f"value(s)")
+            if self.between[0] > self.between[1]:
+                raise ValueError(f"between: low ({self.between[0]:g}) must be <= high "
+                                 f"({self.between[1]:g})")
+        return self
+
+
+class ValueRule(_Rule):
+    """The metric of one model (its mean over seeds) lies within the bound."""
+
+    @model_validator(mode="after")
+    def _fraction(self) -> ValueRule:
+        _check_fraction(self, 0.0, 1.0)
+        return self
+
+
+class RatioRule(_Rule):
+    """The metric of ``of`` divided by that of ``to`` lies within the bound."""
+
+    to: str = Field(min_length=1)
+
+
+class DifferenceRule(_Rule):
+    """The metric of ``of`` minus that of ``minus`` (paired on shared seeds) lies within."""
+
+    minus: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _fraction(self) -> DifferenceRule:
+        _check_fraction(self, -1.0, 1.0)
+        return self
+
+
+class SpeedRule(_Rule):
+    """How many times as fast ``of`` is as ``over`` in a speed metric (training images/s, or
+    latency: lower is faster), judged seed by seed."""
+
+    over: str = Field(min_length=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _a_speed(cls, metric: str) -> str:
+        speeds = [m.name for m in METRICS.values() if m.unit in SPEED_UNITS]
+        if metric in METRICS and metric not in speeds:
+            raise ValueError(f"{metric!r} is not a speed; allowed: {', '.join(speeds)}")
+        return metric
+
+
+def _check_fraction(rule: _Rule, low: float, high: float) -> None:
+    """An accuracy bound written as 70 where 70% (0.7) was meant never holds: refused."""
+    if METRICS[rule.metric].unit != "fraction":
+        return
+    for bound in BOUNDS:
+        value = getattr(rule, bound)
+        for number in value if isinstance(value, list) else [value]:
+            if number is not None and not low <= number <= high:
+                raise ValueError(f"{bound}: {rule.metric} is a fraction: write 70% or 0.7, "
+                                 f"found {number:g}")
+
+
+class ClaimEntry(BaseModel):
+    """One claim of the document, with the rule that checks it (one of value, ratio,
+    difference or speed)."""
+
+    model_config = _STRICT
+    claim: str = Field(min_length=1, description="What the document says, in its words.")
+    source: str = Field("", description="Where in the document it says so.")
+    note: str = Field("", description="Shown with the rule (why the bound is what it is).")
+    value: ValueRule | None = None
+    ratio: RatioRule | None = None
+    difference: DifferenceRule | None = None
+    speed: SpeedRule | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ClaimEntry:
+        given = [k for k in CLAIM_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give one rule ({_alternatives(CLAIM_KINDS)}), found "
+                             f"{' and '.join(given) or 'none'}")
+        kind = given[0]
+        rule = getattr(self, kind)
+        second = SECOND_MODEL_KEY[kind]
+        if second is not None and getattr(rule, second) == rule.of:
+            raise ValueError(f"{kind}: of and {second} name the same model, {rule.of!r}; a "
+                             f"{kind} compares two models")
+        return self
+
+
+class RecipeSection(BaseModel):
+    """The training the document's numbers are for: accuracy claims of a study that trained
+    other epochs or fewer images are not measured."""
+
+    model_config = _STRICT
+    epochs: int | None = Field(None, ge=1, le=1_000_000)
+    train_images: int | None = Field(None, ge=1, le=MAX_INTEGER)
+
+
+class ClaimsSection(BaseModel):
+    """Claims of a document about the study's models, checked by the study's report."""
+
+    model_config = _STRICT
+    document: str = Field("", description="Where the claims come from (shown in the report).")
+    recipe: RecipeSection = Field(default_factory=RecipeSection)
+    items: list[ClaimEntry] = Field(min_length=1, max_length=MAX_CLAIMS)
+
+
 class StudyModel(BaseModel):
     """A dwsearch study: what to train, what to vary, what to optimize, and how long."""
 
@@ -254,6 +446,10 @@ class StudyModel(BaseModel):
                                                   "dwsearch export).")
     storage: str | None = Field(None, description="Optuna storage URL; default: a SQLite file "
                                                   "per study (see README).")
+    claims: ClaimsSection | None = Field(
+        None, description="Claims of a document about the study's models, each with a rule; "
+                          "the report checks them (see README). Not part of what the study "
+                          "measures: changing them never stops a study from resuming.")
 
 
 def config_defaults() -> dict[str, Any]:
@@ -289,6 +485,102 @@ class Constraint:
         return f"{self.metric} {self.op} {_human(self.value)}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """Where a claim's number must lie: ``between`` low and high (both included), or
+    ``at_least``, ``at_most``, ``above`` or ``below`` ``low``."""
+
+    kind: str  # one of BOUNDS
+    low: float
+    high: float | None = None  # between only
+
+    def holds(self, value: float) -> bool:
+        if self.kind == "between":
+            assert self.high is not None
+            return self.low <= value <= self.high
+        return {"at_least": value >= self.low, "at_most": value <= self.low,
+                "above": value > self.low, "below": value < self.low}[self.kind]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimRule:
+    """How a claim is checked: the ``metric`` of model ``of`` (kind ``value``), or of ``of``
+    against ``other`` (``ratio``: of / other, ``difference``: of - other, ``speed``: how many
+    times as fast of is as other, seed by seed), within ``bound``."""
+
+    kind: str  # one of CLAIM_KINDS
+    metric: str  # a name of dwsearch.metrics.METRICS
+    of: str  # a model of the study, by its spec name
+    other: str | None  # the second model (ratio: to, difference: minus, speed: over)
+    bound: Bound
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.of,) if self.other is None else (self.of, self.other)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One claim of a document, in its words, with where it says so and its rule."""
+
+    text: str
+    source: str
+    note: str
+    rule: ClaimRule
+    where: str  # key path in the study file, for messages: claims.items[3]
+
+
+@dataclasses.dataclass(frozen=True)
+class Claims:
+    """The ``claims:`` section of a study: what a document says about the study's models."""
+
+    document: str
+    epochs: int | None  # the document's recipe: accuracy claims need a study trained as long
+    train_images: int | None  # ... and on at least as many images
+    items: tuple[Claim, ...]
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models the claims name, in order of first mention."""
+        return tuple(dict.fromkeys(m for c in self.items for m in c.rule.models))
+
+
+def _claims(section: ClaimsSection | None) -> Claims | None:
+    if section is None:
+        return None
+    items = []
+    for i, entry in enumerate(section.items):
+        kind = next(k for k in CLAIM_KINDS if getattr(entry, k) is not None)
+        rule: _Rule = getattr(entry, kind)
+        bound_kind = next(b for b in BOUNDS if getattr(rule, b) is not None)
+        number = getattr(rule, bound_kind)
+        bound = (Bound(bound_kind, number[0], number[1]) if bound_kind == "between"
+                 else Bound(bound_kind, number))
+        second = SECOND_MODEL_KEY[kind]
+        items.append(Claim(entry.claim, entry.source, entry.note,
+                           ClaimRule(kind, rule.metric, rule.of,
+                                     getattr(rule, second) if second else None, bound),
+                           f"claims.items[{i}]"))
+    return Claims(section.document, section.recipe.epochs, section.recipe.train_images,
+                  tuple(items))
+
+
+@checked(StudyError)
+def parse_claims(data: Any, source: str = "<dict>") -> Claims | None:
+    """A ``claims:`` section (as a study file or a stored study holds it) as :class:`Claims`
+    (None for null); a mistake is one located :class:`StudyError` line."""
+    if data is None:
+        return None
+    huge = _huge_integer({"claims": data}, source)
+    if huge is not None:
+        raise huge
+    try:
+        section = TypeAdapter(ClaimsSection).validate_python(data)
+    except ValidationError as err:
+        raise _first_error(err, source, prefix=("claims",)) from err
+    return _claims(section)
+
+
 def _human(value: float) -> str:
     for suffix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(value) >= scale:
@@ -310,6 +602,7 @@ class StudyConfig:
     timeout_seconds: float | None
     # Key paths changed by --set (run-study --set KEY=VALUE): errors about them name --set.
     overrides: tuple[str, ...] = ()
+    claims: Claims | None = None  # what the study's report checks (not what it measures)
 
     @property
     def name(self) -> str:
@@ -402,6 +695,8 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The keys allowed at ``loc`` (for did-you-mean on an unknown key)."""
     current: Any = model
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list: its model is already current
+            continue
         fields = getattr(current, "model_fields", None)
         if not fields or part not in fields:
             return []
@@ -475,6 +770,8 @@ def _first_error(
         return StudyError(f"{source}: {path}: missing (required)")
     if best["type"] == "value_error":  # our own validators: the message names the values
         return StudyError(f"{source}: {path}: {message.removeprefix('Value error, ')}")
+    if best["type"] == "model_type":  # pydantic names its class: "instance of RatioRule"
+        message = "expected a mapping (key: value, ...)"
     shown = describe_found(found)
     if len(shown) > 120:
         shown = shown[:117] + "..."
@@ -702,7 +999,7 @@ def _parse(data: Any, source: str, directory: str | Path, overrides: tuple[str, 
                     f"{sampler.name!r}, which enumerates every value of a range (low to high "
                     f"by step); drop log, or list the values, e.g. [0.01, 0.03, 0.1]")
     return StudyConfig(model, source, Path(directory), objectives, constraints, sampler, pruner,
-                       timeout, overrides)
+                       timeout, overrides, _claims(model.claims))
 
 
 @checked(StudyError)

@@ -16,6 +16,7 @@ constraint or cannot be built gets a fresh empty slot, a bounded number of times
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import time
@@ -30,7 +31,13 @@ from dwsearch.errors import DwsearchError, StudyError
 from dwsearch.metrics import before_training, broken_constraints
 from dwsearch.records import TrialInfo
 from dwsearch.spec import ModelSpec
-from dwsearch.study.config import MAX_TRIALS, StudyConfig, config_defaults, relocating
+from dwsearch.study.config import (
+    MAX_TRIALS,
+    SECOND_MODEL_KEY,
+    StudyConfig,
+    config_defaults,
+    relocating,
+)
 from dwsearch.study.space import Space, config_hash
 from dwsearch.study.storage import (
     INFO_KEY,
@@ -176,6 +183,7 @@ def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
     space = Space(config)
     where = f"{config.source}: space"
     _check_configuration(space, {}, f"{config.source}: base")
+    _check_claims(config, space)
     for dim in space.dimensions:  # each value on its own, so a typo names its entry
         for value in (dim.values() if dim.range is None else ()):
             if dim.per_layer:
@@ -221,6 +229,27 @@ def make_plan(config: StudyConfig, n_trials: int | None = None) -> Plan:
         raise StudyError(f"{config.source}: nothing to run: every configuration is over the "
                          f"constraints ({len(skipped)} left out)")
     return Plan(config, space, slots, tuple(skipped), configurations)
+
+
+def _check_claims(config: StudyConfig, space: Space) -> None:
+    """Every model a claim names is one the study trains (the base or a ``model:`` choice,
+    by its spec name, as the report finds it): a misspelt name would only ever be "not
+    measured"."""
+    if config.claims is None:
+        return
+    names = list(dict.fromkeys(n for n in (space.base.name, *(m.name for m in
+                                                                space.models.values())) if n))
+    for claim in config.claims.items:
+        rule = claim.rule
+        keys = ("of", SECOND_MODEL_KEY[rule.kind] or "")
+        for key, name in zip(keys, rule.models, strict=False):
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                models = (f"its models: {', '.join(names)}" if names else
+                          "it names none (the base has no name and there is no model: choice)")
+                raise config.error(f"{claim.where}.{rule.kind}.{key}",
+                                   f"{name!r} is not a model of this study; {hint}{models}")
 
 
 def _identity(data: Mapping[str, Any]) -> dict[str, Any]:

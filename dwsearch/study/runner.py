@@ -22,6 +22,12 @@ from typing import Any
 from dwsearch.arguments import checked
 from dwsearch.errors import DwsearchError, StudyError, reason
 from dwsearch.study.config import StudyConfig, load_study_config, parse_study_config
+from dwsearch.study.options import (
+    AUTO_JOBS_CUDA,
+    MAX_JOBS,
+    WorkerOptions,
+    default_worker_id,
+)
 from dwsearch.study.plan import Plan, StudyHandle, check_data, make_plan, open_study
 from dwsearch.study.storage import (
     describe_url,
@@ -29,22 +35,11 @@ from dwsearch.study.storage import (
     resolve_storage_url,
     weights_folder,
 )
-from dwsearch.study.worker import (
-    StudyData,
-    TrialEvent,
-    Worker,
-    WorkerOptions,
-    default_worker_id,
-)
+from dwsearch.study.worker import StudyData, TrialEvent, Worker
 from dwsearch.yamlio import load_yaml
 
 __all__ = ["StudyOutcome", "apply_overrides", "load_config", "run_study"]
 
-# --jobs auto: one worker on a CPU (it uses every core already); on a GPU, four processes
-# share the device (measured on an H100 by an earlier session: 4 side by side trained
-# 1.7x (seed_cnn) to 2.4x (seed_dwsep) as many images/s as one).
-AUTO_JOBS_CUDA = 4
-MAX_JOBS = 256
 
 
 def _check_weights_folder(options: WorkerOptions, url: str, name: str) -> None:

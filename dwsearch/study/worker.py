@@ -32,14 +32,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dwsearch.data.config import DataConfig
-from dwsearch.errors import ConfigError, DwsearchError, StudyError, first_line, reason
+from dwsearch.errors import DwsearchError, StudyError, first_line, reason
 from dwsearch.records import RunRecord, TrialInfo
 from dwsearch.study import objective
+from dwsearch.study.options import GRACE_BEATS, WorkerOptions
 from dwsearch.study.plan import (
     REPLACED_KEY,
     Plan,
@@ -55,73 +56,10 @@ from dwsearch.study.storage import ERROR_KEY, INFO_KEY, RECORD_KEY, weights_fold
 __all__ = ["TrialEvent", "Worker", "WorkerOptions"]
 
 HEARTBEAT_KEY = "dwsearch:heartbeat"  # trial system attr: {"beat", "worker", "every"}
-# A trial counts as dead after at least this many of its worker's heartbeat intervals without
-# a beat, whatever the watcher's own grace: workers of one study may run with other options.
-GRACE_BEATS = 3
 # A worker stops after this many sampled configurations in a row over the constraints: the
 # sampler is not finding anything that fits (an open-ended study would add ~14,000 failed
 # trials an hour).
 INFEASIBLE_STOP = 30
-
-
-def default_worker_id() -> str:
-    """``$DWSEARCH_WORKER_ID``, else ``HOST:PID`` (which lets a worker on the same host see
-    at once that a process is gone)."""
-    return os.environ.get("DWSEARCH_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How a worker runs; none of this changes what a trial measures."""
-
-    device: str = "auto"
-    threads: int | None = None
-    data_dir: str | None = None
-    heartbeat: float = 10.0  # seconds between heartbeats
-    grace: float = 60.0  # seconds without a heartbeat before a trial counts as dead
-    poll: float = 2.0  # seconds between looks at the storage while others finish
-    timeout: float | None = None  # stop starting trials after this many seconds
-    weights_dir: str | None = None  # keep_weights checkpoints; default: beside the storage
-    # How this worker is named in the storage: HOST:PID, or $DWSEARCH_WORKER_ID.
-    worker_id: str = field(default_factory=lambda: default_worker_id())
-
-    def check(self) -> WorkerOptions:
-        """Refuse options that would fail every trial (one line, before any storage is
-        touched): a device that is not there, a thread count torch refuses, a grace that a
-        live worker's heartbeat cannot meet."""
-        from dwsearch.runtime import resolve_device
-        from dwsearch.train.config import MAX_THREADS
-
-        if not isinstance(self.device, str):
-            raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, found "
-                              f"{self.device!r}")
-        resolve_device(self.device)
-        if self.threads is not None:
-            _check_option(self.threads, "threads", 1, MAX_THREADS, integer=True)
-        _check_option(self.heartbeat, "heartbeat", 0.1, 86400.0)
-        _check_option(self.grace, "grace", 0.1, 7 * 86400.0)
-        _check_option(self.poll, "poll", 0.01, 3600.0)
-        if self.timeout is not None:
-            _check_option(self.timeout, "timeout", 0.0, 10 * 365 * 86400.0)
-        for name in ("data_dir", "weights_dir"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, (str, os.PathLike)):
-                raise ConfigError(f"{name}: expected a folder path, found {value!r}")
-        if self.grace < GRACE_BEATS * self.heartbeat:
-            raise ConfigError(
-                f"grace {self.grace:g} s: a live worker beats every {self.heartbeat:g} s, so a "
-                f"grace under {GRACE_BEATS} heartbeats ({GRACE_BEATS * self.heartbeat:g} s) "
-                f"would retry trials that are still training; raise --grace or lower "
-                f"--heartbeat")
-        return self
-
-
-def _check_option(value: Any, name: str, low: float, high: float, integer: bool = False
-                  ) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not (low <= value <= high):
-        what = "an integer" if integer else "a number of seconds"
-        raise ConfigError(f"{name}: expected {what} in {low:g}..{high:g}, found {value!r}")
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ def _is_number(value: object) -> bool:
 class TrainConfig:
     """Everything that defines a training run besides the model and the data.
 
-    Defaults reproduce the seed recipe (SGD 0.1, momentum 0.9, wd 1e-4, batch 128, 10 epochs,
-    no augmentation). ``help`` metadata becomes the command line's option help.
+    Defaults reproduce the baseline study's recipe (SGD 0.1, momentum 0.9, wd 1e-4, batch 128,
+    10 epochs, no augmentation). ``help`` metadata becomes the command line's option help.
     """
 
     optimizer: Optimizer = field(
@@ -64,8 +64,8 @@ class TrainConfig:
     )
     augment: bool = field(
         default=False,
-        metadata={"help": "Random crop (padding 4) and horizontal flip; the seed recipe uses "
-                          "none."},
+        metadata={"help": "Random crop (padding 4) and horizontal flip; the baseline recipe "
+                          "uses none."},
     )
     precision: Precision = field(
         default="auto",

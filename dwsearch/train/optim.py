@@ -13,7 +13,7 @@ __all__ = ["make_optimizer", "make_scheduler"]
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    # Weight decay applies to every parameter (norm and bias included), as in the seed recipe.
+    # Weight decay applies to every parameter (norm and bias included), as in the baseline recipe.
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(
