@@ -20,7 +20,8 @@ from typing import Any
 
 from dwsearch.records import RunRecord
 
-__all__ = ["METRICS", "Metric", "before_training", "broken_constraints", "constraint_metrics",
+__all__ = ["DEPLOY_PRECISIONS", "DEPLOY_RUNTIMES", "METRICS", "Metric", "after_training",
+           "before_training", "broken_constraints", "constraint_metrics", "deployed",
            "median_train_ips", "objective_metrics"]
 
 
@@ -49,6 +50,36 @@ def median_train_ips(record: RunRecord) -> float | None:
     return statistics.median(values) if values else None
 
 
+# The runtimes and precisions dwsearch.deploy lowers to (a test checks they are its own).
+DEPLOY_RUNTIMES = ("executorch", "onnxruntime")
+DEPLOY_PRECISIONS = ("fp32", "int8")
+_RUNTIME_LABELS = {"executorch": "ExecuTorch", "onnxruntime": "ONNX Runtime"}
+
+
+def _deployed(runtime: str, precision: str, key: str) -> Callable[[RunRecord], float | None]:
+    def read(record: RunRecord) -> float | None:
+        entry = deployed(record, runtime, precision)
+        value = entry.get(key) if entry is not None else None
+        return None if value is None else float(value)
+
+    return read
+
+
+def _int8_accuracy(record: RunRecord) -> float | None:
+    for runtime in (record.deploy or {}).get("runtimes", ()):
+        value = _deployed(runtime, "int8", "val_accuracy")(record)
+        if value is not None:
+            return value
+    return None
+
+
+def _int8_drop(record: RunRecord) -> float | None:
+    int8 = _int8_accuracy(record)
+    if int8 is None or record.val_accuracy is None:
+        return None
+    return float(record.val_accuracy) - int8
+
+
 def _latency_before_training(costs: Any, timing: Any) -> float | None:
     return None if timing is None else float(timing.median_ms)
 
@@ -67,9 +98,14 @@ class Metric:
     # training and a configuration over it never trains. None: known only after training.
     before_training: Callable[[Any, Any], float | None] | None = None
     objective: bool = True  # may be an objective
-    constrainable: bool = False  # may be a constraint (only metrics known before training)
+    # May be a constraint: checked before training where ``before_training`` reads it, else
+    # on the finished run (a run over it fails as infeasible, its record kept).
+    constrainable: bool = False
     column: str | None = None  # column of the report's per-configuration table
     run_column: str | None = None  # column of the report's per-run table (one row a seed)
+    # (runtime, precision) the study's deploy: section must measure for it ("*": any
+    # runtime); None: measured without a deploy: section.
+    deploy: tuple[str, str] | None = None
 
 
 METRICS: Mapping[str, Metric] = {m.name: m for m in (
@@ -100,7 +136,42 @@ METRICS: Mapping[str, Metric] = {m.name: m for m in (
     # it.
     Metric("train_ips", "maximize", "images/s", "training images/s", median_train_ips,
            objective=False, column="train_ips", run_column="train_ips"),
+    # Where models ship (a study's deploy: section): the trained model lowered to each
+    # runtime in each precision, timed interleaved, its program's size, and the accuracy of
+    # the int8 program on the validation split (calibrated on training images in the trial).
+    *(m for runtime in DEPLOY_RUNTIMES for precision in DEPLOY_PRECISIONS for m in (
+        Metric(f"latency_{runtime}_{precision}", "minimize", "ms",
+               f"{_RUNTIME_LABELS[runtime]} {precision} latency (ms)",
+               _deployed(runtime, precision, "median_ms"), constrainable=True,
+               column=f"latency_{runtime}_{precision}",
+               run_column=f"latency_{runtime}_{precision}", deploy=(runtime, precision)),
+        Metric(f"size_{runtime}_{precision}", "minimize", "bytes",
+               f"{_RUNTIME_LABELS[runtime]} {precision} program size (bytes)",
+               _deployed(runtime, precision, "size_bytes"), constrainable=True,
+               column=f"size_{runtime}_{precision}",
+               run_column=f"size_{runtime}_{precision}", deploy=(runtime, precision)))),
+    *(Metric(f"int8_val_accuracy_{runtime}", "maximize", "fraction",
+             f"{_RUNTIME_LABELS[runtime]} int8 validation accuracy",
+             _deployed(runtime, "int8", "val_accuracy"), constrainable=True,
+             column=f"int8_val_{runtime}_mean", run_column=f"int8_val_accuracy_{runtime}",
+             deploy=(runtime, "int8")) for runtime in DEPLOY_RUNTIMES),
+    # The first runtime's (in the deploy: section's order) int8 accuracy, and what int8
+    # costs in accuracy there (validation accuracy minus it, a fraction).
+    Metric("int8_val_accuracy", "maximize", "fraction", "int8 validation accuracy",
+           _int8_accuracy, constrainable=True, column="int8_val_mean",
+           run_column="int8_val_accuracy", deploy=("*", "int8")),
+    Metric("int8_accuracy_drop", "minimize", "fraction", "int8 accuracy drop",
+           _int8_drop, constrainable=True, column="int8_drop_mean",
+           run_column="int8_accuracy_drop", deploy=("*", "int8")),
 )}
+
+
+def deployed(record: RunRecord, runtime: str, precision: str) -> Mapping[str, Any] | None:
+    """What the record measured of its model lowered to ``runtime`` in ``precision``
+    (see :func:`dwsearch.deploy.trained.deploy_trained`), None when not measured."""
+    programs = (record.deploy or {}).get("programs")
+    entry = programs.get(f"{runtime}/{precision}") if isinstance(programs, Mapping) else None
+    return entry if isinstance(entry, Mapping) else None
 
 
 def objective_metrics() -> list[str]:
@@ -127,3 +198,8 @@ def before_training(costs: Any, timing: Any, names: Iterable[str]) -> dict[str, 
         reader = METRICS[name].before_training
         out[name] = reader(costs, timing) if reader is not None else None
     return out
+
+
+def after_training(record: RunRecord, names: Iterable[str]) -> dict[str, float | None]:
+    """The values of ``names`` that a finished run measured (None where not measured)."""
+    return {name: METRICS[name].read(record) for name in names}

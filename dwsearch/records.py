@@ -90,6 +90,9 @@ class RunRecord:
     versions: Mapping[str, str]  # dwsearch, torch, python (cuda)
     created: str  # ISO 8601 UTC time the run finished
     latency: Mapping[str, Any] | None = None  # forward latency and its conditions, if measured
+    # The trained model where it ships (dwsearch.deploy.trained.deploy_trained): per runtime
+    # and precision its program's latency, size, check and int8 accuracy; None: not measured.
+    deploy: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # caller's additions (study, trial)
     format: int = RECORD_FORMAT
 
@@ -166,7 +169,7 @@ class RunRecord:
         row: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("spec", "layers", "epochs", "latency", "extra"):
+            if f.name in ("spec", "layers", "epochs", "latency", "extra", "deploy"):
                 continue
             if f.name in ("train", "data", "versions"):
                 row.update({f"{f.name}.{k}": v for k, v in value.items()})
@@ -293,7 +296,7 @@ class TrialInfo:
 
 
 def _required(name: str) -> bool:
-    return name not in ("latency", "extra", "format")
+    return name not in ("latency", "extra", "format", "deploy")
 
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         time_interleaved,
     )
     from dwsearch.deploy.program import FP32_TOLERANCE, Correctness, Lowered, eager_session, lower
+    from dwsearch.deploy.trained import deploy_trained
 
 _EXPORTS = {
     "dwsearch.deploy._runtimes": ("PRECISIONS", "RUNTIMES", "Session"),
@@ -41,5 +42,6 @@ _EXPORTS = {
     "dwsearch.deploy.program": ("FP32_TOLERANCE", "Correctness", "Lowered", "eager_session",
                               "lower"),
     "dwsearch.deploy.deployment": ("Deployment", "measure", "thread_counts"),
+    "dwsearch.deploy.trained": ("deploy_trained",),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

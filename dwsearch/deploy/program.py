@@ -182,7 +182,9 @@ def lower(
     check_latency_memory(model, shape, batch_size)
     rt = get_runtime(runtime)
     rt.require()
-    model = copy.deepcopy(model).cpu().eval()  # the quantizer folds batch norm in place
+    # A copy: the quantizer folds batch norm in place. In torch's default memory layout: a
+    # model trained channels_last (dwsearch's default) fails XNNPACK's layout pass.
+    model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     sample = torch.zeros(batch_size, *shape)
     start = time.perf_counter()
     try:

@@ -401,6 +401,38 @@ class ClaimsSection(BaseModel):
     items: list[ClaimEntry] = Field(min_length=1, max_length=MAX_CLAIMS)
 
 
+class DeploySection(BaseModel):
+    """Where trained models ship: after training, each trial's model is lowered to these
+    runtimes in these precisions, checked, timed (interleaved, with eager PyTorch) and, in
+    int8, its validation accuracy measured (see dwsearch.deploy.deploy_trained). Default:
+    no runtime, nothing measured."""
+
+    model_config = _STRICT
+    runtimes: list[Literal["executorch", "onnxruntime"]] = Field(
+        default_factory=list, description="executorch (XNNPACK delegate) and/or onnxruntime "
+                                          "(CPU execution provider).")
+    precisions: list[Literal["fp32", "int8"]] = Field(
+        ["fp32"], min_length=1,
+        description="fp32 and/or int8 (post-training static quantization, calibrated on "
+                    "training images).")
+    threads: int = Field(1, ge=1, le=1024, description="Intra-op threads for every runtime.")
+    batch_size: int = Field(1, ge=1, le=4096, description="Images per timed call.")
+    calibration_images: int = Field(256, ge=1, le=50_000,
+                                    description="int8: training images the quantizer sees.")
+    check_images: int = Field(256, ge=1, le=50_000,
+                              description="Validation images each program is checked on.")
+    warmup: int = Field(5, ge=0, le=10_000, description="Untimed calls per program.")
+    blocks: int = Field(10, ge=1, le=10_000, description="Interleaved timing blocks.")
+    calls_per_block: int = Field(5, ge=1, le=10_000, description="Timed calls per block.")
+
+    @field_validator("runtimes", "precisions")
+    @classmethod
+    def _once(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"each at most once, found {values}")
+        return values
+
+
 class StudyModel(BaseModel):
     """A dwsearch study: what to train, what to vary, what to optimize, and how long."""
 
@@ -446,6 +478,9 @@ class StudyModel(BaseModel):
                                                   "dwsearch export).")
     storage: str | None = Field(None, description="Optuna storage URL; default: a SQLite file "
                                                   "per study (see README).")
+    deploy: DeploySection = Field(default_factory=DeploySection,
+                                  description="Runtimes and precisions to measure each "
+                                              "trained model in (default: none).")
     claims: ClaimsSection | None = Field(
         None, description="Claims of a document about the study's models, each with a rule; "
                           "the report checks them (see README). Not part of what the study "
@@ -798,6 +833,23 @@ def _parse_objective(text: str, where: str) -> Objective:
     return Objective(metric, words[direction.strip()])
 
 
+def _check_deployed(metric: str, deploy: DeploySection, where: str) -> None:
+    """A metric measured where models ship needs the deploy: section to measure it."""
+    needs = METRICS[metric].deploy
+    if needs is None:
+        return
+    runtime, precision = needs
+    runtimes = deploy.runtimes if runtime == "*" else [r for r in deploy.runtimes
+                                                       if r == runtime]
+    if runtimes and precision in deploy.precisions:
+        return
+    example = "executorch" if runtime == "*" else runtime
+    precisions = ", ".join(dict.fromkeys(["fp32", precision]))
+    raise StudyError(f"{where}: {metric} is measured where models ship, and deploy: measures "
+                     f"runtimes {deploy.runtimes or 'none'} in {', '.join(deploy.precisions)}; "
+                     f"add e.g. deploy: {{runtimes: [{example}], precisions: [{precisions}]}}")
+
+
 _CONSTRAINT = re.compile(r"^\s*(<=|<|>=|>)?\s*([0-9.eE+-]+)\s*([kKMGT]?)\s*$")
 
 
@@ -958,6 +1010,9 @@ def _parse(data: Any, source: str, directory: str | Path, overrides: tuple[str, 
         _parse_constraint(metric, value, f"{source}: constraints.{metric}")
         for metric, value in model.constraints.items()
     )
+    for where, metric in ([(f"objectives[{i}]", o.metric) for i, o in enumerate(objectives)]
+                          + [(f"constraints.{c.metric}", c.metric) for c in constraints]):
+        _check_deployed(metric, model.deploy, f"{source}: {where}")
     sampler = model.sampler if isinstance(model.sampler, SamplerSection) else SamplerSection(
         name=model.sampler)
     pruner = model.pruner if isinstance(model.pruner, PrunerSection) else PrunerSection(

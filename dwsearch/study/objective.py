@@ -20,13 +20,14 @@ from typing import Any
 
 from dwsearch.data.config import DataConfig
 from dwsearch.errors import StudyError
-from dwsearch.metrics import METRICS, before_training, broken_constraints
+from dwsearch.metrics import METRICS, after_training, before_training, broken_constraints
 from dwsearch.records import RunRecord
 from dwsearch.spec import ModelSpec
 from dwsearch.study.config import StudyConfig
 from dwsearch.study.space import Space
 
-__all__ = ["Infeasible", "Run", "constraint_check", "prepare", "run_key", "train", "values"]
+__all__ = ["Infeasible", "Run", "after_training_check", "constraint_check", "prepare",
+           "run_key", "train", "values"]
 
 
 class Infeasible(Exception):
@@ -94,14 +95,50 @@ def constraint_check(constraints: Sequence[Any], known: dict[str, Any]
 
 def train(run: Run, splits: Any, *, test: bool, callbacks: Iterable[Callable[[Any], None]],
           latency: bool, check: Callable[[Any, Any], None] | None,
-          checkpoint: Path | None, extra: Mapping[str, Any]) -> RunRecord:
+          checkpoint: Path | None, extra: Mapping[str, Any],
+          deploy: Any = None) -> RunRecord:
     """Train ``run`` on ``splits`` (loaded once per worker); :class:`Infeasible` when the
-    check refuses it before training."""
+    check refuses it before training. With ``deploy`` (the study's deploy: section, with at
+    least one runtime) the trained model is measured where it ships (the record's
+    ``deploy``); a model a runtime cannot take leaves its reason there (``error``)."""
     from dwsearch.run import train_spec
 
+    measure = _deployer(deploy, run.seed) if deploy is not None and deploy.runtimes else None
     return train_spec(run.spec, splits, run.train, test=test, callbacks=list(callbacks),
                       progress=False, latency=latency, data_config=run.data, extra=extra,
-                      check=check, checkpoint=checkpoint)
+                      check=check, checkpoint=checkpoint, deploy=measure)
+
+
+def _deployer(section: Any, seed: int) -> Callable[[Any, Any], Mapping[str, Any]]:
+    def measure(model: Any, splits: Any) -> Mapping[str, Any]:
+        from dwsearch.deploy.trained import deploy_trained
+        from dwsearch.errors import DeployError
+
+        try:
+            return deploy_trained(
+                model, splits, runtimes=section.runtimes, precisions=section.precisions,
+                threads=section.threads, batch_size=section.batch_size,
+                calibration_images=section.calibration_images,
+                check_images=section.check_images, warmup=section.warmup,
+                blocks=section.blocks, calls_per_block=section.calls_per_block, seed=seed)
+        except DeployError as err:  # this model cannot ship there: the trial says why
+            return {"runtimes": list(section.runtimes), "error": str(err)}
+
+    return measure
+
+
+def after_training_check(constraints: Sequence[Any], record: RunRecord) -> str | None:
+    """The constraints on metrics known only after training (int8 accuracy, deployed
+    latency) that a finished run breaks, in words; None when it breaks none."""
+    late = [c for c in constraints if METRICS[c.metric].before_training is None]
+    if not late:
+        return None
+    measured = after_training(record, [c.metric for c in late])
+    broken = broken_constraints(late, measured)
+    if not broken:
+        return None
+    shown = ", ".join(f"{m} {v:,.4g}" for m, v in measured.items() if v is not None)
+    return f"over the constraints {', '.join(broken)} ({shown}), measured after training"
 
 
 def values(objectives: Sequence[Any], record: RunRecord) -> list[float]:
@@ -111,6 +148,6 @@ def values(objectives: Sequence[Any], record: RunRecord) -> list[float]:
         value = METRICS[objective.metric].read(record)
         if value is None:
             raise StudyError(f"objective {objective} was not measured (no validation split, "
-                             f"or latency off)")
+                             f"latency off, or no deploy: runtime for it)")
         out.append(float(value))
     return out

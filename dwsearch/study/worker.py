@@ -559,7 +559,8 @@ class Worker:
                 run, splits, test=self.config.model.test, callbacks=[pruner],
                 latency=self.measure_latency, check=check, checkpoint=weights,
                 extra={"study": self.config.name, "trial": trial.number,
-                       "repeat": info.repeat, "config": config})
+                       "repeat": info.repeat, "config": config},
+                deploy=self.config.model.deploy)
         except objective.Infeasible as err:
             self._fail(trial, info, "infeasible", str(err), started)
             return
@@ -590,6 +591,14 @@ class Worker:
                             overhead_seconds=round(total - run_seconds + profiling, 3))
         if record.status == "diverged":
             self._fail(trial, info, "diverged", record.message, started, record)
+            return
+        if record.deploy is not None and record.deploy.get("error"):
+            self._fail(trial, info, "error", f"deploy: {record.deploy['error']}", started,
+                       record)
+            return
+        late = objective.after_training_check(self.config.constraints, record)
+        if late is not None and not pruned:
+            self._fail(trial, info, "infeasible", late, started, record)
             return
         self.storage.set_trial_user_attr(trial._trial_id, RECORD_KEY, record.to_dict())
         if pruned:
