@@ -60,7 +60,7 @@ def test_the_metrics_table_lowers_to_what_deploy_has() -> None:
     assert (tuple(RUNTIMES), tuple(PRECISIONS)) == (DEPLOY_RUNTIMES, DEPLOY_PRECISIONS)
 
 
-def test_every_trained_model_is_measured_where_it_ships(images: Path) -> None:
+def test_every_trained_model_is_measured_where_it_ships(images: Path, tmp_path: Path) -> None:
     before = set(os.listdir(tempfile.gettempdir()))
     outcome = run(study_dict(images, deploy=DEPLOY, space={"layers[0,2].block": ["dwsep"]},
                              objectives=["val_accuracy", "int8_val_accuracy",
@@ -85,6 +85,28 @@ def test_every_trained_model_is_measured_where_it_ships(images: Path) -> None:
     left = {n for n in set(os.listdir(tempfile.gettempdir())) - before
             if n.endswith((".pte", ".onnx", ".onnx.data"))}
     assert not left
+    # The report has a Deployment section built from these records.
+    from dwsearch.report import make_report
+
+    paths = make_report(load_results("t"), tmp_path / "report")
+    html = paths.html.read_text()
+    assert 'id="deployment"' in html and "Kendall" in html
+    for runtime in DEPLOY_RUNTIMES:
+        for precision in DEPLOY_PRECISIONS:
+            assert f'id="fig-pareto_{runtime}_{precision}"' in html
+    assert "int8 drop (points)" in paths.markdown.read_text()
+
+
+def test_rank_correlation_is_kendalls_tau() -> None:
+    """Ground truth by hand: in (1, 2, 3, 4) against (1, 3, 2, 4), 5 of the 6 pairs are
+    ordered alike and 1 is not: tau = (5 - 1) / 6."""
+    import pandas as pd
+
+    from dwsearch.report.sections import _kendall
+
+    tau, _, n = _kendall(pd.Series([1, 2, 3, 4]), pd.Series([1.0, 3.0, 2.0, 4.0]))
+    assert (tau, n) == (pytest.approx(4 / 6), 4)
+    assert _kendall(pd.Series([1, 2]), pd.Series([2, 1]))[2] == 2  # too few: no tau
 
 
 def test_a_block_a_runtime_cannot_take_fails_its_trial_and_the_study_goes_on(

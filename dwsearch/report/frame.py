@@ -35,6 +35,8 @@ from dwsearch.study.results import StudyResults, TrialResult
 
 __all__ = [
     "COST_COLUMNS",
+    "DEPLOY_COLUMNS",
+    "DEPLOY_EAGER",
     "OBJECTIVE_COLUMNS",
     "StudyFrames",
     "config_label",
@@ -45,6 +47,11 @@ __all__ = [
 
 # Study objective metric -> column of the configurations frame (from the metrics table).
 OBJECTIVE_COLUMNS = {m.name: m.column for m in METRICS.values() if m.column is not None}
+# Where models ship (a study's deploy: section): per-run column -> per-configuration column
+# (its mean over seeds), from the metrics table; and eager PyTorch timed beside them.
+DEPLOY_COLUMNS = {m.run_column: m.column for m in METRICS.values()
+                  if m.deploy is not None and m.run_column and m.column}
+DEPLOY_EAGER = "deploy_eager_ms"
 # The costs that accuracy is plotted against, each with its own front.
 COST_COLUMNS = {"params": "parameters", "macs": "MACs", "latency_ms": "latency (ms)"}
 _STATE_STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "error",
@@ -177,6 +184,12 @@ def _trial_row(trial: TrialResult, objectives: Sequence[str]) -> dict[str, Any]:
             "bn": record.bn,
             "lossy_data": record.lossy_data,
         })
+        if record.deploy is not None:
+            eager = record.deploy.get("eager")
+            row[DEPLOY_EAGER] = eager.get("median_ms") if isinstance(eager, Mapping) else None
+            for entry in METRICS.values():
+                if entry.deploy is not None and entry.run_column:
+                    row[entry.run_column] = entry.read(record)
     if trial.values is not None:
         for metric, value in zip(objectives, trial.values, strict=False):
             row[f"value:{metric.split(':')[0]}"] = value
@@ -190,7 +203,7 @@ _COLUMNS = [
     "val_accuracy", "best_val_accuracy", "test_accuracy", "test_loss", "epochs_trained",
     "train_seconds", "record_status", "device", "device_name", "latency_device", "precision",
     "threads", "host", "bn", "lossy_data", "reused_from", "retry_of", "retried_as", "worker",
-    "weights", "error", "started", "finished",
+    "weights", "error", "started", "finished", DEPLOY_EAGER, *DEPLOY_COLUMNS,
 ]
 
 
@@ -303,10 +316,12 @@ def _configs(runs: pd.DataFrame, baselines: Mapping[str, str],
             "params", "macs", "activations", "saved_bytes", "n", "seeds", "val_mean", "val_std",
             "best_val_mean", "test_mean", "test_std", "latency_ms", "train_ips",
             "train_ips_std", "train_seconds", "epochs", "reused", "device_name", "baseline",
-            "is_base", "on_front", "front_params", "front_macs", "front_latency_ms"])
+            "is_base", "on_front", "front_params", "front_macs", "front_latency_ms",
+            DEPLOY_EAGER, *DEPLOY_COLUMNS.values()])
     numeric = runs.astype({c: float for c in ("val_accuracy", "best_val_accuracy",
                                               "test_accuracy", "latency_ms", "train_ips",
-                                              "train_seconds")})
+                                              "train_seconds", DEPLOY_EAGER,
+                                              *DEPLOY_COLUMNS)})
     grouped = numeric.groupby("config_hash", sort=False)
     configs = grouped.agg(
         id=("trial", "min"), label=("label", "first"), role=("role", "first"),
@@ -320,6 +335,8 @@ def _configs(runs: pd.DataFrame, baselines: Mapping[str, str],
         train_ips=("train_ips", "mean"), train_ips_std=("train_ips", "std"),
         train_seconds=("train_seconds", "mean"), epochs=("epochs_trained", "max"),
         reused=("reused", "any"), device_name=("device_name", "first"),
+        **{DEPLOY_EAGER: (DEPLOY_EAGER, "mean")},
+        **{column: (run_column, "mean") for run_column, column in DEPLOY_COLUMNS.items()},
     )
     # int(): a column with a missing seed (a killed trial) is float; seeds are integers
     seeds = grouped["seed"].agg(lambda s: ",".join(str(int(v)) for v in sorted(s)))

@@ -22,16 +22,19 @@ import pandas as pd
 
 from dwsearch.convention import convention
 from dwsearch.errors import StudyError
+from dwsearch.metrics import DEPLOY_PRECISIONS, DEPLOY_RUNTIMES
 from dwsearch.report import claims as claims_mod
 from dwsearch.report import plots
 from dwsearch.report.diagram import diagram_figure
 from dwsearch.report.frame import (
     COST_COLUMNS,
+    DEPLOY_EAGER,
     MAX_DETAILED,
     StudyFrames,
     epochs_frame,
     layers_frame,
 )
+from dwsearch.report.pareto import pareto_mask
 from dwsearch.report.render import (
     Bullets,
     Document,
@@ -161,6 +164,9 @@ def build_document(frames: StudyFrames, *, command: str,
         _costs(frames, detailed),
         _speed(frames, detailed),
     ]
+    deployment = _deployment(frames)
+    if deployment is not None:
+        sections.append(deployment)
     claims = _claims(frames)
     if claims is not None:
         sections.append(claims)
@@ -171,6 +177,107 @@ def build_document(frames: StudyFrames, *, command: str,
                 f"{literal(description)}").strip()
     return Document(title=f"Study {results.name}", subtitle=subtitle, sections=sections,
                     banner=banner)
+
+
+_RUNTIME_NAMES = {"executorch": "ExecuTorch (XNNPACK)", "onnxruntime": "ONNX Runtime (CPU)"}
+
+
+def _deployed_programs(configs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(runtime, precision, latency column) of every program some configuration measured."""
+    out = []
+    for runtime in DEPLOY_RUNTIMES:
+        for precision in DEPLOY_PRECISIONS:
+            column = f"latency_{runtime}_{precision}"
+            if column in configs and configs[column].notna().any():
+                out.append((runtime, precision, column))
+    return out
+
+
+def _kendall(a: pd.Series, b: pd.Series) -> tuple[float, float, int]:
+    """Kendall's tau-b between two columns over the rows where both are measured, its
+    two-sided p-value, and the number of rows."""
+    from scipy.stats import kendalltau
+
+    both = pd.DataFrame({"a": a.astype(float), "b": b.astype(float)}).dropna()
+    if len(both) < 3:
+        return math.nan, math.nan, len(both)
+    result = kendalltau(both["a"], both["b"])
+    return float(result.statistic), float(result.pvalue), len(both)
+
+
+def _deployment(frames: StudyFrames) -> Section | None:
+    """Where the models ship: each configuration's latency per runtime and precision (timed
+    interleaved with eager PyTorch in its trial), program sizes, int8 accuracy and its drop;
+    whether MACs or eager latency rank configurations as the runtimes do (Kendall's tau);
+    which configuration is fastest where; and accuracy against deployed latency."""
+    configs = frames.configs
+    programs = _deployed_programs(configs) if not configs.empty else []
+    if not programs:
+        return None
+    records = [t.record for t in frames.results.trials
+               if t.record is not None and t.record.deploy and t.record.deploy.get("conditions")]
+    blocks: list[Any] = []
+    if records:
+        deploy = records[0].deploy or {}
+        cond = deploy.get("conditions") or {}
+        versions = ", ".join(f"{k} {v}" for k, v in (cond.get("versions") or {}).items())
+        blocks.append(Text(
+            f"Each trained model lowered to each runtime (batch {count(cond.get('batch_size'))}, "
+            f"{count(cond.get('threads'))} thread(s) on {literal(str(cond.get('cpu', '?')))}; "
+            f"{literal(versions)}) and timed in its trial, interleaved with eager PyTorch "
+            f"({count(cond.get('blocks'))} blocks x {count(cond.get('calls_per_block'))} "
+            f"calls): medians, in ms, averaged over seeds. int8 is post-training static "
+            f"quantization calibrated on training images; its accuracy is on the whole "
+            f"validation split. Latency ranks blocks differently here than MACs or eager "
+            f"PyTorch do: see the rank correlations below."))
+    table = pd.DataFrame({"configuration": [display_name(r) for _, r in configs.iterrows()],
+                          "MACs": configs["macs"].map(millions),
+                          "val": configs["val_mean"].map(pct),
+                          "eager ms": configs[DEPLOY_EAGER].map(ms)})
+    for runtime, precision, column in programs:
+        table[f"{runtime} {precision} ms"] = configs[column].map(ms)
+    for runtime in DEPLOY_RUNTIMES:
+        column = f"int8_val_{runtime}_mean"
+        if column in configs and configs[column].notna().any():
+            table[f"{runtime} int8 val"] = configs[column].map(pct)
+    if "int8_drop_mean" in configs and configs["int8_drop_mean"].notna().any():
+        table["int8 drop (points)"] = configs["int8_drop_mean"].map(
+            lambda v: f"{v * 100:+.2f}" if _finite(v) else "-")
+    for runtime, precision, _ in programs:
+        column = f"size_{runtime}_{precision}"
+        if column in configs:
+            table[f"{runtime} {precision} KiB"] = configs[column].map(
+                lambda v: f"{v / 1024:,.1f}" if _finite(v) else "-")
+    blocks.append(Table(table.head(MAX_CONFIG_ROWS), caption=(
+        "Latency per runtime and precision (median ms, mean over seeds), int8 validation "
+        "accuracy, its drop from the trained model's validation accuracy, and the size of "
+        "each program that ships.")))
+    rows = []
+    for runtime, precision, column in programs:
+        for name, other in (("MACs", "macs"), ("eager latency", DEPLOY_EAGER)):
+            tau, p_value, n = _kendall(configs[other], configs[column])
+            rows.append({"runtime": f"{_RUNTIME_NAMES[runtime]} {precision}",
+                         "ranked by": name, "Kendall's tau": num(tau, 2),
+                         "p": num(p_value, 2), "configurations": count(n)})
+        fastest = configs.loc[configs[column].astype(float).idxmin()]
+        rows[-1]["fastest here"] = literal(display_name(fastest, 80))
+    blocks.append(Table(pd.DataFrame(rows).fillna(""), caption=(
+        "Do MACs (or eager PyTorch latency) predict deployed latency? Kendall's tau-b over "
+        "configurations: 1 ranks them alike, 0 not at all (with its two-sided p-value; at "
+        "least 3 configurations). The fastest configuration on each runtime and precision.")))
+    for runtime, precision, column in programs:
+        front = pareto_mask(configs[["val_mean", column]].astype(float).to_numpy(),
+                            [True, False])
+        shown = configs.assign(_front=front)
+        figure = plots.pareto_figure(shown, column, f"{_RUNTIME_NAMES[runtime]} {precision} "
+                                     f"latency (ms)", front="_front")
+        blocks.append(Image(f"pareto_{runtime}_{precision}", plots.png(figure),
+                            f"Validation accuracy against {_RUNTIME_NAMES[runtime]} "
+                            f"{precision} latency: {int(front.sum())} of {len(configs):,} "
+                            f"configurations on the front.",
+                            alt=f"Pareto front of validation accuracy against "
+                                f"{runtime} {precision} latency", half=True))
+    return Section("deployment", "Deployment: where the models run", blocks)
 
 
 def _paired(frames: StudyFrames, metric: str) -> pd.DataFrame:
