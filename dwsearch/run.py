@@ -122,7 +122,7 @@ def train_spec(
     data_config: DataConfig | None = None,
     extra: Mapping[str, Any] | None = None,
     check: Callable[[Profile, LatencyResult | None], None] | None = None,
-    deploy: Callable[[nn.Module, DataSplits], Mapping[str, Any]] | None = None,
+    deploy: Callable[[nn.Module, DataSplits], Mapping[str, Any] | None] | None = None,
 ) -> RunRecord:
     """Train ``spec`` once and return its :class:`RunRecord`: costs (counted before
     training), per-epoch metrics, validation and (with ``test``) test accuracy, the configs,
@@ -135,8 +135,9 @@ def train_spec(
     ``latency`` also measures batch-1 forward latency on the training device. ``check`` is
     called with the costs (and latency) before training; whatever it raises stops the run
     there (a study's constraints). Only a run that completed is evaluated on the test set.
-    ``deploy`` is called with the trained model and the splits after a completed run; what it
-    returns (plain data: the model where it ships) is the record's ``deploy``.
+    ``deploy`` is called with the trained model and the splits after a completed run (to
+    keep its weights, measure it where it ships); what it returns (plain data, or None) is
+    the record's ``deploy``.
     ``checkpoint`` is checked before the data loads (see :func:`dwsearch.train.fit` for
     ``resume`` and ``overwrite``); a training step whose estimated memory exceeds the limit
     (``DWSEARCH_MAX_MEMORY_GB``) is refused before training.
@@ -182,7 +183,8 @@ def train_spec(
                                             precision=precision)
     deployed = None
     if deploy is not None and result.status == "completed":
-        deployed = dict(deploy(model, splits))
+        measured = deploy(model, splits)
+        deployed = dict(measured) if measured is not None else None
     final = result.final
     return RunRecord(
         spec=model_spec.to_dict(),

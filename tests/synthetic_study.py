@@ -341,6 +341,8 @@ def write_study(
 
     from dwsearch.study.storage import open_storage, resolve_storage_url
 
+    # Made-up trials keep no weights (as studies before keep_weights: front did not).
+    study = {"keep_weights": False, **study}
     config = parse_study_config(study, source="synthetic").to_dict()
     objectives = [str(o) for o in parse_study_config(study, source="synthetic").objectives]
     directions = ["maximize" if o.endswith(":max") else "minimize" for o in objectives]

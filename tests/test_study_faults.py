@@ -465,3 +465,29 @@ def test_a_new_metric_is_one_entry_of_the_table(images: Path,
     assert kept[0].values == (kept[0].record.val_accuracy, 2.0 * kept[0].record.macs)
     assert all(t.info.status == "completed" for t in kept)
     assert make_frames(load_results("t")).configs["macs"].notna().all()
+
+
+def test_by_default_only_weights_that_can_be_on_the_front_are_kept(images: Path) -> None:
+    """keep_weights: front (the default): every finished trial writes its weights once; a
+    configuration dominated for good (all repeats done, another finished one at least as
+    good in every objective and better in one) loses them. Exporting a front model works
+    after any study."""
+    cfg = config(images, repeats=2, objectives=["val_accuracy", "macs"], train={
+        "epochs": 3, "lr": 0.1, "batch_size": 16, "device": "cpu", "threads": 1,
+        "precision": "fp32"}, space={"train.lr": [0.1, 1e-6], "layers[0,2].block": ["conv"]})
+    assert cfg.model.keep_weights == "front"
+    assert run(cfg).states == {"COMPLETE": 4}
+    trials = load_results("t").trials
+    means: dict[str, float] = {}
+    for t in trials:
+        means.setdefault(t.info.config_hash or "", 0.0)
+        means[t.info.config_hash or ""] += (t.values or (0.0,))[0] / 2
+    best = max(means.values())
+    for t in trials:
+        dominated = means[t.info.config_hash or ""] < best  # equal MACs: accuracy decides
+        assert t.info.weights and Path(t.info.weights).is_file() is not dominated
+    from dwsearch.export import export_trial
+
+    front = next(t for t in trials if means[t.info.config_hash or ""] == best)
+    out = export_trial(load_results("t"), front.number, "checkpoint")
+    assert out.path.is_file()

@@ -99,10 +99,14 @@ def kept_weights(results: StudyResults, trial: TrialResult) -> Path:
     or (relative paths) beside the storage. A :class:`ReportError` when it kept none or the
     file is gone."""
     kept = trial.info.weights
+    policy = results.config.get("keep_weights", False)
     if not kept:
+        why = ("it did not complete" if trial.state != "COMPLETE" else
+               "the study ran with keep_weights: false" if policy is False else
+               "it was run before the study kept weights")
         raise ReportError(
-            f"trial {trial.number} of study {results.name!r} kept no weights (the study ran "
-            f"with keep_weights: false); --format spec exports its architecture")
+            f"trial {trial.number} of study {results.name!r} kept no weights ({why}); "
+            f"--format spec exports its architecture")
     path = Path(str(kept)).expanduser()
     where = ""
     folder = _storage_folder(results.storage)
@@ -110,6 +114,11 @@ def kept_weights(results: StudyResults, trial: TrialResult) -> Path:
         where = f" (looked in the current folder and in {folder}, beside the storage)"
         path = folder / path
     if not path.is_file():
+        if policy == "front":
+            raise ReportError(
+                f"trial {trial.number}: its weights file {kept} is gone (keep_weights: front "
+                f"removes the weights of configurations another dominates for good); "
+                f"--format spec exports its architecture, or run with keep_weights: true")
         raise ReportError(f"trial {trial.number}: its weights file {kept} is missing{where}")
     return path
 

@@ -474,8 +474,11 @@ class StudyModel(BaseModel):
                                          "the report (the search never uses it).")
     latency: bool = Field(True, description="Measure batch-1 forward latency of each model on "
                                             "the worker's device.")
-    keep_weights: bool = Field(False, description="Keep each trial's final weights (for "
-                                                  "dwsearch export).")
+    keep_weights: bool | Literal["front"] = Field(
+        "front", description="Keep trained weights (for dwsearch export): true keeps every "
+                             "trial's, false none, front (default) those of configurations "
+                             "that can still be on the front (the others are removed once "
+                             "they are dominated for good).")
     storage: str | None = Field(None, description="Optuna storage URL; default: a SQLite file "
                                                   "per study (see README).")
     deploy: DeploySection = Field(default_factory=DeploySection,

@@ -95,18 +95,40 @@ def constraint_check(constraints: Sequence[Any], known: dict[str, Any]
 
 def train(run: Run, splits: Any, *, test: bool, callbacks: Iterable[Callable[[Any], None]],
           latency: bool, check: Callable[[Any, Any], None] | None,
-          checkpoint: Path | None, extra: Mapping[str, Any],
+          keep: Path | None, extra: Mapping[str, Any],
           deploy: Any = None) -> RunRecord:
     """Train ``run`` on ``splits`` (loaded once per worker); :class:`Infeasible` when the
-    check refuses it before training. With ``deploy`` (the study's deploy: section, with at
-    least one runtime) the trained model is measured where it ships (the record's
+    check refuses it before training. ``keep``: where to write the trained weights (a state
+    dict, once, when the run completes). With ``deploy`` (the study's deploy: section, with
+    at least one runtime) the trained model is measured where it ships (the record's
     ``deploy``); a model a runtime cannot take leaves its reason there (``error``)."""
     from dwsearch.run import train_spec
 
     measure = _deployer(deploy, run.seed) if deploy is not None and deploy.runtimes else None
+
+    def after(model: Any, trained: Any) -> Mapping[str, Any] | None:
+        if keep is not None:
+            _keep_weights(model, keep)
+        return measure(model, trained) if measure is not None else None
+
     return train_spec(run.spec, splits, run.train, test=test, callbacks=list(callbacks),
                       progress=False, latency=latency, data_config=run.data, extra=extra,
-                      check=check, checkpoint=checkpoint, deploy=measure)
+                      check=check, deploy=after)
+
+
+def _keep_weights(model: Any, path: Path) -> None:
+    """The trained weights, as a state dict on the CPU (read by dwsearch export), written
+    once and whole. (Per-epoch checkpoints would write the optimizer's state too, every
+    epoch: for seed_cnn 144 MB each.)"""
+    import torch
+
+    from dwsearch.files import atomic_file
+    from dwsearch.train.checkpoint import unwrap
+
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as fh:
+        torch.save(state, fh)
 
 
 def _deployer(section: Any, seed: int) -> Callable[[Any, Any], Mapping[str, Any]]:

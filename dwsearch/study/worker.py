@@ -272,6 +272,7 @@ class Worker:
         self._infeasible_in_a_row = 0
         self._last_infeasible = ""
         self._interrupted = threading.Event()
+        self._dropped: set[str] = set()  # configurations whose weights were removed
         self.ran = 0
         needs = {o.metric for o in self.config.objectives} | {c.metric for c in
                                                                 self.config.constraints}
@@ -557,7 +558,7 @@ class Worker:
         try:
             record = objective.train(
                 run, splits, test=self.config.model.test, callbacks=[pruner],
-                latency=self.measure_latency, check=check, checkpoint=weights,
+                latency=self.measure_latency, check=check, keep=weights,
                 extra={"study": self.config.name, "trial": trial.number,
                        "repeat": info.repeat, "config": config},
                 deploy=self.config.model.deploy)
@@ -612,6 +613,8 @@ class Worker:
         self._write_info(trial._trial_id, info)
         self.study.tell(trial, values=objective.values(self.config.objectives, record))
         self._emit(trial.number, "COMPLETE", "completed", config, record, total, "", info)
+        if self.config.model.keep_weights == "front":
+            self._drop_dominated_weights()
 
     def _emit(self, number: int, state: str, status: str, config: Mapping[str, Any],
               record: RunRecord, seconds: float, message: str, info: TrialInfo) -> None:
@@ -673,6 +676,47 @@ class Worker:
             token = hashlib.sha256(self.handle.url.encode()).hexdigest()[:8]
             path = path.with_name(f"{self.config.name}-{token}-trial-{number}.pt")
         return path
+
+    def _drop_dominated_weights(self) -> None:
+        """keep_weights: front. Remove the kept weights of configurations dominated for
+        good: every repeat of theirs finished, and another configuration whose repeats all
+        finished is at least as good in every objective (means over repeats) and better in
+        one. Such a configuration can never be on the front again, so its weights are never
+        asked for; the front's always stay. (One objective: the front of it and MACs, as the
+        report draws it.)"""
+        import optuna
+
+        groups: dict[str, list[tuple[Any, TrialInfo]]] = {}
+        for trial in self.handle.trials(states=(optuna.trial.TrialState.COMPLETE,)):
+            info = self._info(trial)
+            if trial.values is not None:
+                groups.setdefault(info.config_hash or f"#{trial.number}", []).append(
+                    (trial, info))
+        repeats = self.config.model.repeats
+        signs = [1.0 if o.direction == "maximize" else -1.0 for o in self.config.objectives]
+        points: dict[str, list[float]] = {}
+        for key, members in groups.items():
+            if len({info.repeat for _, info in members}) < repeats:
+                continue  # its mean can still change
+            values = [[s * v for s, v in zip(signs, t.values, strict=True)] for t, _ in members]
+            point = [sum(column) / len(column) for column in zip(*values, strict=True)]
+            if len(signs) == 1:
+                macs = members[0][0].user_attrs.get(RECORD_KEY, {}).get("macs")
+                if not isinstance(macs, (int, float)):
+                    continue
+                point.append(-float(macs))
+            points[key] = point
+        for key, point in points.items():
+            if key in self._dropped:
+                continue
+            dominated = any(all(o >= p for o, p in zip(other, point, strict=True))
+                            and any(o > p for o, p in zip(other, point, strict=True))
+                            for k, other in points.items() if k != key)
+            if dominated:
+                self._dropped.add(key)
+                for _, info in groups[key]:
+                    if info.weights:
+                        Path(info.weights).unlink(missing_ok=True)
 
     # -- pruning ------------------------------------------------------------------------------
     def _pruner(self, trial: Any, pruned: list[str], costs: Mapping[str, Any],
