@@ -18,8 +18,8 @@ STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"
 
 
 def test_the_shipped_studies_are_the_ones_documented() -> None:
-    assert {p.stem for p in STUDIES} == {"baseline", "kernel_size", "multiplier", "hybrid",
-                                         "mobile", "quick"}
+    assert {p.stem for p in STUDIES} == {"baseline", "deploy", "kernel_size", "multiplier",
+                                         "hybrid", "mobile", "quick"}
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
