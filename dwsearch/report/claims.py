@@ -208,7 +208,7 @@ def _mean(metric: Metric, row: pd.Series, runs: pd.DataFrame, *, compact: bool =
     """A model's measured ``metric`` in words: mean ± sd over its seeds where it varies
     (``compact``: without saying so)."""
     assert metric.column is not None and metric.run_column is not None
-    value = row[metric.column]
+    value = row.get(metric.column)
     if not _finite(value):
         return "not measured"
     if not _per_seed_metric(metric):
@@ -252,6 +252,10 @@ def judge_claims(claims: Claims, configs: pd.DataFrame, runs: pd.DataFrame, *,
         if missing:
             verdicts.append(Verdict(claim.text, claim.source,
                                     f"{' and '.join(missing)} did not run in this study",
+                                    NOT_MEASURED, text))
+            continue
+        if any(metric.column not in row.index for row in rows):  # e.g. no deploy: section
+            verdicts.append(Verdict(claim.text, claim.source, f"{metric.label}: not measured",
                                     NOT_MEASURED, text))
             continue
         caveat = recipe if metric.unit == "fraction" else None
