@@ -254,7 +254,7 @@ def judge_claims(claims: Claims, configs: pd.DataFrame, runs: pd.DataFrame, *,
                                     f"{' and '.join(missing)} did not run in this study",
                                     NOT_MEASURED, text))
             continue
-        if any(metric.column not in row.index for row in rows):  # e.g. no deploy: section
+        if any(row is not None and metric.column not in row.index for row in rows):  # no deploy:
             verdicts.append(Verdict(claim.text, claim.source, f"{metric.label}: not measured",
                                     NOT_MEASURED, text))
             continue
