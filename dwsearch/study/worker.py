@@ -29,6 +29,7 @@ import hashlib
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -158,48 +159,47 @@ def _pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
 
 
-def _in_a_finalizer(frame: Any) -> bool:
-    """Whether ``frame`` (or its caller) runs a finalizer or weakref code, where Python
-    prints and swallows an exception instead of raising it (torch's module bookkeeping runs
-    weakref callbacks all the time while a model is built). A false alarm only delays the
-    interrupt by a few milliseconds."""
-    for current in (frame, getattr(frame, "f_back", None)):
-        if current is not None and (current.f_code.co_name == "__del__" or
-                                    current.f_code.co_filename.endswith(
-                                        ("weakref.py", "_weakrefset.py"))):
-            return True
-    return False
-
-
 @contextlib.contextmanager
 def _noticing_ctrl_c() -> Iterator[threading.Event]:
-    """Note every Ctrl-C (SIGINT) in an event besides raising KeyboardInterrupt as usual:
-    a KeyboardInterrupt raised inside a finalizer or a weakref callback is printed and
-    swallowed by Python, and the worker would go on with the next trial."""
+    """Note every Ctrl-C (SIGINT) in an event, and make sure it stops the worker.
+
+    Python raises KeyboardInterrupt wherever the main thread is when the signal arrives; in
+    a finalizer or a weakref callback (torch's and SQLAlchemy's bookkeeping run them all the
+    time) it cannot propagate: Python hands it to ``sys.unraisablehook``, which printed
+    "Exception ignored ... Traceback" and dropped it, and the worker went on. Here that hook
+    delivers the signal again a moment later, where it can be raised, and says nothing; the
+    event lets the loop stop after the trial even if every delivery were swallowed."""
     event = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield event
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):  # Ctrl-C is off for this process: keep it so
+        yield event
+        return
 
     def handler(signum: int, frame: Any) -> None:
         event.set()
-        if _in_a_finalizer(frame):  # raising here would be swallowed: deliver it again soon
-            threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT)).start()
-            return
         if callable(previous):
             previous(signum, frame)
         else:
             raise KeyboardInterrupt
 
-    if previous in (signal.SIG_IGN, None):  # Ctrl-C is off for this process: keep it so
-        yield event
-        return
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous_hook(info)
+
     signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = unraisable
     try:
         yield event
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
 
 
 class StudyData:
