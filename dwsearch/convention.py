@@ -7,7 +7,10 @@ from the stored run records without importing torch. The full convention is in
 
 from __future__ import annotations
 
-__all__ = ["CONVENTION", "convention"]
+__all__ = ["BN_MODES", "CONVENTION", "convention"]
+
+# How batch norm enters the MAC count (every command's --bn takes these).
+BN_MODES = ("counted", "folded")
 
 CONVENTION = (
     "1 multiply-add = 1 MAC, FLOPs = 2 x MACs; batch 1, eval mode; conv/linear multiply-adds; "

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from dwsearch.builder import Network, build_model, infer_shapes
-from dwsearch.convention import CONVENTION, convention
+from dwsearch.convention import BN_MODES, CONVENTION, convention
 from dwsearch.errors import ConfigError, CostError, first_line
 from dwsearch.limits import check_memory
 from dwsearch.runtime import device_name, resolve_device, torch_threads
@@ -309,8 +309,8 @@ def count_macs(
     model: nn.Module, input_shape: tuple[int, ...], *, bn: BNMode = "counted"
 ) -> MacCount:
     """MACs of ``model`` on one input of ``input_shape`` (C, H, W) under the module convention."""
-    if bn not in ("counted", "folded"):
-        raise ConfigError(f"bn must be 'counted' or 'folded', found {bn!r}")
+    if bn not in BN_MODES:
+        raise ConfigError(f"bn must be one of {', '.join(map(repr, BN_MODES))}, found {bn!r}")
     with _fvcore_trace(model, input_shape) as sample:
         from fvcore.nn import FlopCountAnalysis  # imported here: its import warns too
 

@@ -217,3 +217,13 @@ def test_latency_on_missing_cuda_is_a_clear_error() -> None:
 def test_latency_on_cuda() -> None:
     result = measure_latency("seed_dwsep", batch_size=8, device="cuda", warmup=2, repeats=5)
     assert result.device.startswith("cuda") and result.median_ms > 0
+
+
+def test_the_batch_norm_modes_are_costs_own() -> None:
+    """Every command's --bn offers exactly what the cost counter takes (written once)."""
+    from typing import get_args
+
+    from dwsearch.convention import BN_MODES
+    from dwsearch.costs import BNMode
+
+    assert get_args(BNMode) == BN_MODES

@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from dwsearch.cli._common import load_spec_with, parse_shape, spec_options
+from dwsearch.convention import BN_MODES
 from dwsearch.train.config import MAX_THREADS
 
 # Options of ``profile`` that only eager latency (--latency) reads, that only deployment
@@ -80,7 +81,7 @@ def show(spec: str, overrides: dict[str, Any]) -> None:
 @spec_options
 @click.option("--input", "input_shape", callback=parse_shape, metavar="C,H,W",
               help="Input shape; default: the spec's.")
-@click.option("--bn", type=click.Choice(["counted", "folded"]), default="counted",
+@click.option("--bn", type=click.Choice(BN_MODES), default=BN_MODES[0],
               show_default=True,
               help="Batch norm at 1 MAC per element, or folded into the conv (0).")
 @click.option("--latency", is_flag=True, help="Also measure eager PyTorch forward latency.")

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from dwsearch.cli._common import load_spec_with, spec_options
+from dwsearch.convention import BN_MODES
 from dwsearch.report import DEFAULT_DETAIL
 from dwsearch.report.export import SUFFIXES
 from dwsearch.train.config import MAX_THREADS
@@ -86,7 +87,7 @@ def _list(storage: str | None) -> None:
 @spec_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG or SVG file to write; default: <spec name>.png.")
-@click.option("--bn", type=click.Choice(["counted", "folded"]), default="counted",
+@click.option("--bn", type=click.Choice(BN_MODES), default=BN_MODES[0],
               show_default=True, help="Batch norm in the MAC count.")
 @click.option("--title", help="Title over the diagram; default: the spec's name.")
 def draw(spec: str, overrides: dict[str, Any], out: Path | None, bn: str,
