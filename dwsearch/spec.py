@@ -256,36 +256,67 @@ def _digest(spec: ModelSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-_KEY = re.compile(r"^layers\[(?P<start>-?\d*)(?P<colon>:?)(?P<stop>-?\d*)\]\.(?P<arg>\w+)$")
+# The one grammar of layer keys, for spec overrides (--set), study spaces and report labels:
+# layers[SEL].ARG, SEL an index (negative from the end), a slice i:j (either end may be left
+# out) or a list i,j,k.
+_LAYER_KEY = re.compile(r"^layers\[(?P<sel>[^\]]*)\]\.(?P<arg>[A-Za-z_]\w*)$")
+
+
+def parse_layer_key(key: str) -> tuple[str, str] | None:
+    """``(selector, argument)`` of a key ``layers[SEL].ARG`` (spaces ignored), None when
+    ``key`` is not a layer key."""
+    match = _LAYER_KEY.match(key.replace(" ", ""))
+    return None if match is None else (match["sel"], match["arg"])
+
+
+def select_layers(selector: str, n: int) -> tuple[int, ...]:
+    """The indices (0..n-1, in order given) that ``selector`` picks among ``n`` layers: an
+    index (negative counts from the end), a slice ``i:j`` or ``i:j:k``, or a list ``i,j,k``.
+    A selector that picks nothing, an index out of range, a layer picked twice or text that
+    is none of these is a :class:`ValueError` whose message says which."""
+    if not selector:
+        raise ValueError("missing layer index")
+    parts = selector.split(":") if ":" in selector else selector.split(",")
+    try:
+        numbers = [int(p) if p else None for p in parts]
+    except ValueError:
+        numbers = []
+    if not numbers or (":" in selector and len(parts) > 3) or (
+            ":" not in selector and None in numbers):
+        raise ValueError(f"layer selector [{selector}]: expected an index, a slice like 0:3 "
+                         f"or a list like 0,1,2")
+    if ":" in selector:
+        indices = tuple(range(n)[slice(*numbers)])
+        if not indices:
+            raise ValueError(f"the slice selects no layer (the spec has layers 0..{n - 1})")
+        return indices
+    picked = [i for i in numbers if i is not None]
+    for i in picked:
+        if not -n <= i < n:
+            raise ValueError(f"layer index {i} out of range 0..{n - 1}")
+    normalized = tuple(i % n for i in picked)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"layer {normalized[0]} selected twice")
+    return normalized
 
 
 def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     if key in ("num_classes", "input", "name"):
         data[key] = value
         return
-    match = _KEY.match(key.replace(" ", ""))
-    if match is None:
+    parsed = parse_layer_key(key)
+    if parsed is None:
         raise SpecError(
-            f"override {key!r}: expected num_classes, input, name, layers[i].ARG or "
-            f"layers[i:j].ARG"
+            f"override {key!r}: expected num_classes, input, name, layers[i].ARG, "
+            f"layers[i:j].ARG or layers[i,j].ARG"
         )
+    selector, arg = parsed
     layers = data["layers"]
-    n = len(layers)
-    start, stop = match["start"], match["stop"]
-    if match["colon"]:
-        indices = range(n)[slice(int(start) if start else None, int(stop) if stop else None)]
-        if not indices:
-            # An empty slice would change nothing and exit 0: surely not what was meant.
-            raise SpecError(f"override {key!r}: the slice selects no layer (the spec has "
-                            f"layers 0..{n - 1})")
-    else:
-        if not start:
-            raise SpecError(f"override {key!r}: missing layer index")
-        i = int(start)
-        if not -n <= i < n:
-            raise SpecError(f"override {key!r}: layer index {i} out of range 0..{n - 1}")
-        indices = range(n)[i : i + 1] if i >= 0 else range(n)[i : (i + 1) or None]
-    arg = match["arg"]
+    try:
+        # An empty slice would change nothing and exit 0: surely not what was meant.
+        indices = select_layers(selector, len(layers))
+    except ValueError as err:
+        raise SpecError(f"override {key!r}: {err}") from None
     if value is None and arg != "block" and not any(arg in layers[i] for i in indices):
         # Removing an argument no selected layer has changes nothing: a typo, most likely.
         where = f"layer {indices[0]}" if len(indices) == 1 else "any selected layer"

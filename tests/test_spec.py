@@ -118,3 +118,32 @@ def test_missing_file_and_unknown_name() -> None:
 def test_with_num_classes_resizes_the_classifier() -> None:
     spec = load_spec("seed_dwsep").with_num_classes(5)
     assert spec.num_classes == 5 and spec.layers[-1].args["out_features"] == 5
+
+
+@pytest.mark.parametrize(("selector", "expected"), [
+    ("2", (2,)), ("-1", (4,)), ("0:3", (0, 1, 2)), (":2", (0, 1)), ("3:", (3, 4)),
+    ("::2", (0, 2, 4)), ("0,2,4", (0, 2, 4)), ("-1,0", (4, 0)),
+])
+def test_one_layer_key_grammar_for_overrides_spaces_and_labels(selector: str,
+                                                              expected: tuple[int, ...]) -> None:
+    from dwsearch.spec import parse_layer_key, select_layers
+
+    assert parse_layer_key(f"layers[ {selector} ].block") == (selector, "block")
+    assert select_layers(selector, 5) == expected
+
+
+@pytest.mark.parametrize(("selector", "message"), [
+    ("", "missing layer index"), ("5:5", "the slice selects no layer"),
+    ("7", "layer index 7 out of range 0..4"), ("1,-4", "layer 1 selected twice"),
+    ("a", "expected an index, a slice like 0:3 or a list like 0,1,2"), ("1:2:3:4", "expected"),
+])
+def test_bad_layer_selectors_say_why(selector: str, message: str) -> None:
+    from dwsearch.spec import select_layers
+
+    with pytest.raises(ValueError, match=message):
+        select_layers(selector, 5)
+
+
+def test_a_list_of_layers_in_a_spec_override() -> None:
+    spec = load_spec("seed_dwsep").with_overrides({"layers[0,2].kernel_size": 5})
+    assert [layer.args.get("kernel_size") for layer in spec.layers[:3]] == [5, 3, 5]

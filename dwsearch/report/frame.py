@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from dwsearch.metrics import METRICS
 from dwsearch.records import RunRecord
 from dwsearch.report import DEFAULT_DETAIL
 from dwsearch.report.pareto import pareto_mask
+from dwsearch.spec import parse_layer_key
 from dwsearch.study.results import StudyResults, TrialResult
 
 __all__ = [
@@ -59,9 +59,6 @@ _STATE_STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "error",
 MAX_DETAILED = DEFAULT_DETAIL
 
 
-_ONE_LAYER = re.compile(r"^layers\[(\d+)\]\.(\w+)$")
-
-
 def config_label(config: Mapping[str, Any], name: str | None = None) -> str:
     """A configuration for people: the base's name for ``{}``, the model for ``{model: m}``,
     else ``key=value`` pairs joined by "; ", with per-layer choices of one argument merged
@@ -74,14 +71,15 @@ def config_label(config: Mapping[str, Any], name: str | None = None) -> str:
     for key, value in config.items():
         if key == "model":
             continue
-        match = _ONE_LAYER.match(key)
-        if match is None:
+        parsed = parse_layer_key(key)
+        if parsed is None or not parsed[0].isdigit():  # only one layer's choice is merged
             parts.append(f"{key}={_short(value)}")
             continue
-        if match[2] not in merged:
-            merged[match[2]] = []
-            parts.append(f"\0{match[2]}")  # placeholder: filled once every layer is seen
-        merged[match[2]].append((match[1], _short(value)))
+        layer, arg = parsed
+        if arg not in merged:
+            merged[arg] = []
+            parts.append(f"\0{arg}")  # placeholder: filled once every layer is seen
+        merged[arg].append((layer, _short(value)))
     out = []
     for part in parts:
         if part.startswith("\0"):

@@ -33,7 +33,6 @@ import hashlib
 import inspect
 import itertools
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,14 +41,13 @@ from typing import Any, Protocol
 from dwsearch.arguments import describe_found
 from dwsearch.errors import DwsearchError, SpecError, StudyError
 from dwsearch.registry import INFERRED_ARGUMENTS, block_signature, canonical_name
-from dwsearch.spec import LayerSpec, ModelSpec
+from dwsearch.spec import LayerSpec, ModelSpec, parse_layer_key, select_layers
 from dwsearch.study.config import Choices, Range, StudyConfig
 from dwsearch.train.config import TrainConfig
 from dwsearch.zoo import load_spec
 
 __all__ = ["Dimension", "Space", "Suggest", "config_hash", "make_divisible"]
 
-_LAYERS = re.compile(r"^layers\[(?P<sel>[^\]]*)\]\.(?P<arg>[A-Za-z_]\w*)$")
 # Recipe fields a space may vary; device, threads, precision and the like are how a worker
 # runs, not what is being compared.
 TRAIN_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "nesterov", "batch_size",
@@ -255,14 +253,14 @@ class Space:
                         value, str) else ""  # '1e-3': YAML's text, with how to write it
                     raise StudyError(f"{where}: {err}{hint}") from err
             return dim
-        match = _LAYERS.match(key.replace(" ", ""))
-        if match is None:
+        parsed = parse_layer_key(key)
+        if parsed is None:
             raise StudyError(
                 f"{where}: unknown key; allowed: layers[i].ARG, layers[i:j].ARG, "
                 f"layers[i,j].ARG, width, model, train.FIELD"
             )
-        layers = self._select(match["sel"], where)
-        arg = match["arg"]
+        selector, arg = parsed
+        layers = self._select(selector, where)
         if arg in ("in_channels", "in_features"):
             raise StudyError(f"{where}: {arg} is inferred from the previous layer; vary the "
                              f"previous layer's out_channels instead")
@@ -313,26 +311,9 @@ class Space:
     def _select(self, selector: str, where: str) -> tuple[int, ...]:
         n = min([len(self.base.layers), *(len(m.layers) for m in self.models.values())])
         try:
-            if ":" in selector:
-                parts = selector.split(":")
-                if len(parts) > 3:
-                    raise ValueError
-                bounds = [int(p) if p.strip() else None for p in parts]
-                indices = tuple(range(n)[slice(*bounds)])
-            else:
-                indices = tuple(int(p) for p in selector.split(","))
-        except ValueError:
-            raise StudyError(f"{where}: layer selector [{selector}]: expected an index, a slice "
-                             f"like 0:3 or a list like 0,1,2") from None
-        if not indices:
-            raise StudyError(f"{where}: [{selector}] selects no layer (the model has {n})")
-        for i in indices:
-            if not -n <= i < n:
-                raise StudyError(f"{where}: layer index {i} out of range 0..{n - 1}")
-        normalized = tuple(i % n for i in indices)
-        if len(set(normalized)) != len(normalized):
-            raise StudyError(f"{where}: layer {normalized[0]} selected twice")
-        return normalized
+            return select_layers(selector, n)
+        except ValueError as err:
+            raise StudyError(f"{where}: {err}") from None
 
     # -- whole-space checks -----------------------------------------------------------------
     def _where(self, dim: Dimension) -> str:
