@@ -32,10 +32,21 @@ if TYPE_CHECKING:
         load_teacher,
         weights_checksum,
     )
+    from dwsearch.compress.prune import (
+        Pruned,
+        PruneOutcome,
+        prune_and_finetune,
+        prune_model,
+        pruned_spec,
+    )
+    from dwsearch.compress.qat import QatResult, quantization_aware
 
 _EXPORTS = {
     "dwsearch.compress.config": ("DistillConfig", "PruneConfig", "PruneTarget", "QatConfig"),
     "dwsearch.compress.distill": ("Distillation", "Teacher", "distillation_loss",
                                   "load_teacher", "weights_checksum"),
+    "dwsearch.compress.prune": ("PruneOutcome", "Pruned", "prune_and_finetune", "prune_model",
+                                "pruned_spec"),
+    "dwsearch.compress.qat": ("QatResult", "quantization_aware"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
