@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     )
     from dwsearch.compress.distill import (
         Distillation,
+        DistillCost,
         Teacher,
+        distillation_cost,
         distillation_loss,
         load_teacher,
         weights_checksum,
@@ -43,8 +45,9 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "dwsearch.compress.config": ("DistillConfig", "PruneConfig", "PruneTarget", "QatConfig"),
-    "dwsearch.compress.distill": ("Distillation", "Teacher", "distillation_loss",
-                                  "load_teacher", "weights_checksum"),
+    "dwsearch.compress.distill": ("DistillCost", "Distillation", "Teacher",
+                                  "distillation_cost", "distillation_loss", "load_teacher",
+                                  "weights_checksum"),
     "dwsearch.compress.prune": ("PruneOutcome", "Pruned", "prune_and_finetune", "prune_model",
                                 "pruned_spec"),
     "dwsearch.compress.qat": ("QatResult", "quantization_aware"),

@@ -198,12 +198,16 @@ class QatConfig:
     ``calibration_images`` training images, and its deployed program's validation accuracy
     compared with the fp32 model's. When it loses more than ``max_drop`` (a fraction:
     0.01 is one point), the same quantizer (``is_qat=True``) fine-tunes the model with fake
-    quantization for the recipe's epochs, and the converted model is lowered instead.
+    quantization for ``epochs`` epochs of the recipe, and the converted model is lowered
+    instead.
     """
 
     max_drop: float = field(default=0.01, metadata={
         "help": "Accuracy loss of post-training int8 that triggers QAT, a fraction (0.01 = "
                 "1 point)."})
+    epochs: int = field(default=1, metadata={
+        "help": "Epochs of quantization-aware training (a fine-tuning budget).",
+        "flag": "--qat-epochs"})
     calibration_images: int = field(default=128, metadata={
         "help": "Training images the post-training quantizer observes."})
     force: bool = field(default=False, metadata={
@@ -213,6 +217,9 @@ class QatConfig:
         if not _is_number(self.max_drop) or not 0 <= self.max_drop <= 1:
             raise ConfigError(f"max_drop: expected a fraction in [0, 1] (0.01 is one point), "
                               f"found {self.max_drop!r}")
+        if not _is_int(self.epochs) or not 1 <= self.epochs <= MAX_FINETUNE_EPOCHS:
+            raise ConfigError(f"epochs: expected an integer in 1..{MAX_FINETUNE_EPOCHS}, found "
+                              f"{self.epochs!r}")
         if not _is_int(self.calibration_images) or not 1 <= self.calibration_images <= (
                 MAX_IMAGES):
             raise ConfigError(f"calibration_images: expected an integer in 1..{MAX_IMAGES:,}, "

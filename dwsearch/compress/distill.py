@@ -36,9 +36,11 @@ from dwsearch.train.config import TrainConfig
 from dwsearch.train.loop import Loss
 
 __all__ = [
+    "DistillCost",
     "Distillation",
     "Teacher",
     "check_teacher",
+    "distillation_cost",
     "distillation_loss",
     "load_teacher",
     "prepare_distillation",
@@ -272,3 +274,53 @@ def prepare_distillation(
                                  temperature=temperature, label_smoothing=smoothing)
 
     return Distillation(per_batch, None, record)
+
+
+@dataclass(frozen=True)
+class DistillCost:
+    """What a teacher costs a training run: training images per second (median over epochs)
+    with and without it, both paths, measured in one call (so machine load hits all four)."""
+
+    plain: float  # images/s, no teacher, no augmentation
+    cached: float  # images/s, teacher logits cached beside the data (no augmentation)
+    augmented: float  # images/s, no teacher, augmentation on
+    per_batch: float  # images/s, the teacher run on each augmented batch
+    teacher_seconds: float  # computing the cached logits, once per dataset
+    images: int  # training images per epoch
+    epochs: int
+
+    def format(self) -> str:
+        """Two lines: each path's throughput and its ratio to training without a teacher."""
+        return (f"cached teacher logits (no augmentation): {self.cached:,.0f} images/s against "
+                f"{self.plain:,.0f} without a teacher ({self.cached / self.plain:.2f}x), plus "
+                f"{self.teacher_seconds:.1f} s once for {self.images:,} images' logits\n"
+                f"teacher per batch (augmentation): {self.per_batch:,.0f} images/s against "
+                f"{self.augmented:,.0f} without a teacher "
+                f"({self.per_batch / self.augmented:.2f}x)")
+
+
+def distillation_cost(student: Any, config: DistillConfig, splits: DataSplits,
+                      recipe: TrainConfig) -> DistillCost:
+    """Train ``student`` on ``splits`` four ways with ``recipe`` (its ``augment`` set for
+    each): without a teacher and with ``config``'s, with and without augmentation; the
+    throughputs and the one-off cost of the cached logits (measured on a fresh teacher, so
+    nothing was cached before)."""
+    from dataclasses import replace
+
+    from dwsearch.run import train_spec
+
+    def run(augment: bool, distill: DistillConfig | None) -> Any:
+        return train_spec(student, splits, replace(recipe, augment=augment), test=False,
+                          progress=False, distill=distill)
+
+    _load.cache_clear()  # time the logits from scratch
+    plain, cached = run(False, None), run(False, config)
+    augmented, per_batch = run(True, None), run(True, config)
+
+    def speed(record: Any) -> float:
+        values = sorted(e.images_per_second for e in record.epochs)
+        return float(values[len(values) // 2])
+
+    return DistillCost(speed(plain), speed(cached), speed(augmented), speed(per_batch),
+                       float(cached.compression["distill"]["teacher_seconds"]),
+                       len(splits.train), recipe.epochs)

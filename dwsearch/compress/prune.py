@@ -40,9 +40,10 @@ from dwsearch.data.tensors import DataSplits, ImageTensors
 from dwsearch.errors import CompressError, DwsearchError, first_line, reason
 from dwsearch.registry import block_info, canonical_layer, canonical_name
 from dwsearch.spec import LayerSpec, ModelSpec
+from dwsearch.train.config import TrainConfig
 
-__all__ = ["INSTALL_HINT", "PruneOutcome", "Pruned", "prune_and_finetune", "prune_model",
-           "pruned_spec"]
+__all__ = ["INSTALL_HINT", "PruneOutcome", "Pruned", "is_checkpoint", "load_source",
+           "prune_and_finetune", "prune_model", "pruned_spec", "trained_source"]
 
 INSTALL_HINT = "pip install 'dwsearch[compress]'"
 # Layers whose parameters Torch-Pruning knows how to cut; a parameter anywhere else (a raw
@@ -527,29 +528,32 @@ class PruneOutcome:
     after it, and the fine-tuning's run record (None with ``finetune_epochs`` 0)."""
 
     pruned: Pruned
+    original: Network  # the trained model that was pruned (CPU, eval mode)
     source: Mapping[str, Any]  # what was pruned: spec hash, weights checksum, name, file
     val_accuracy_before: float | None
     val_accuracy_pruned: float | None
-    record: Any  # dwsearch.records.RunRecord | None
+    record: Any  # dwsearch.records.RunRecord of the fine-tuning, or None
 
     def summary(self) -> str:
         def pct(value: float | None) -> str:
             return "-" if value is None else f"{value:.2%}"
 
         after = self.record.val_accuracy if self.record is not None else None
-        lines = [self.pruned.summary(),
-                 f"validation accuracy: {pct(self.val_accuracy_before)} before, "
-                 f"{pct(self.val_accuracy_pruned)} pruned, {pct(after)} after "
-                 f"{self.record.train['epochs'] if self.record is not None else 0} epoch(s) of "
-                 f"fine-tuning"]
-        if self.record is not None and self.record.test_accuracy is not None:
-            lines.append(f"test accuracy after fine-tuning: {self.record.test_accuracy:.2%}")
-        return "\n".join(lines)
+        epochs = self.record.train["epochs"] if self.record is not None else 0
+        return (f"{self.pruned.summary()}\nvalidation accuracy: {pct(self.val_accuracy_before)}"
+                f" before, {pct(self.val_accuracy_pruned)} pruned, {pct(after)} after {epochs} "
+                f"epoch(s) of fine-tuning")
+
+
+def is_checkpoint(source: object) -> bool:
+    """Whether ``source`` names a file to load weights from (not a spec file or name)."""
+    return isinstance(source, (str, Path)) and Path(source).is_file() and Path(
+        source).suffix.lower() not in (".yaml", ".yml", ".json")
 
 
 def load_source(source: Network | str | Path) -> tuple[Network, dict[str, Any]]:
-    """A trained model to prune (a built network, or a dwsearch checkpoint with its spec),
-    CPU, eval mode, and its identity for the record."""
+    """A trained model (a built network, or a dwsearch checkpoint with its spec), CPU, eval
+    mode, and its identity for the record (spec hash, weights checksum, name, file)."""
     from dwsearch.compress.distill import weights_checksum
 
     path = None
@@ -568,10 +572,52 @@ def load_source(source: Network | str | Path) -> tuple[Network, dict[str, Any]]:
     return model.cpu().eval(), identity
 
 
+def trained_source(
+    source: Any, data: Any, recipe: TrainConfig, *, progress: bool | None = None
+) -> tuple[Network, dict[str, Any], DataSplits, Any]:
+    """The trained model to compress, its identity, the data splits and their configuration.
+
+    ``source``: a network or a dwsearch checkpoint (trained already), or a spec (a file,
+    built-in name, mapping or ModelSpec), trained first with ``recipe``. ``data``: a
+    :class:`DataConfig` or splits already loaded. The model must have the data's classes
+    and input shape.
+    """
+    import tempfile
+
+    from dwsearch.data.config import DataConfig
+    from dwsearch.run import fit_spec_to_data, load_data, train_spec
+    from dwsearch.zoo import load_spec
+
+    if not isinstance(data, (DataConfig, DataSplits)):
+        raise CompressError(f"data: expected a DataConfig or DataSplits, found "
+                            f"{type(data).__name__}")
+    data_config = data if isinstance(data, DataConfig) else None
+    if isinstance(source, Network) or is_checkpoint(source):
+        model, identity = load_source(source)
+        splits = data if isinstance(data, DataSplits) else load_data(model.spec, data)
+        if fit_spec_to_data(model.spec, splits) != model.spec:
+            raise CompressError(f"source: {identity['name'] or 'the model'} has "
+                                f"{model.spec.num_classes} classes but the data "
+                                f"{len(splits.classes)}; compress a model trained on this data")
+        return model, identity, splits, data_config
+    spec = load_spec(source)
+    splits = data if isinstance(data, DataSplits) else load_data(spec, data)
+    with tempfile.TemporaryDirectory(prefix="dwsearch-compress-") as folder:
+        checkpoint = Path(folder) / "trained.pt"
+        record = train_spec(spec, splits, recipe, test=False, checkpoint=checkpoint,
+                            progress=progress, data_config=data_config)
+        if record.status != "completed":
+            raise CompressError(f"source: training {spec.name or 'the spec'} ended "
+                                f"{record.status}: {record.message}")
+        model, identity = load_source(checkpoint)
+    identity.update(file=None, trained_epochs=recipe.epochs, seed=recipe.seed)
+    return model, identity, splits, data_config
+
+
 def prune_and_finetune(
-    source: Network | str | Path,
+    source: Any,
     data: Any,
-    recipe: Any,
+    recipe: TrainConfig,
     prune: PruneConfig,
     *,
     test: bool = True,
@@ -580,58 +626,43 @@ def prune_and_finetune(
     data_config: Any = None,
     callbacks: Iterable[Callable[[Any], None]] = (),
     extra: Mapping[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+    overwrite: bool = False,
 ) -> PruneOutcome:
-    """Prune a trained model (``source``: a checkpoint or a network) to ``prune.target`` and
-    fine-tune it with the normal trainer for ``prune.finetune_epochs`` epochs of ``recipe``
-    (a :class:`TrainConfig`; its ``epochs`` is replaced), on ``data`` (a
-    :class:`DataConfig` or splits already loaded).
+    """Prune a trained model to ``prune.target`` and fine-tune it with the normal trainer for
+    ``prune.finetune_epochs`` epochs of ``recipe`` (its ``epochs`` replaced), on ``data`` (a
+    :class:`DataConfig` or splits already loaded; pass ``data_config`` with splits so the
+    record says how they were made).
 
-    Taylor importance reads gradients of training images. Validation accuracy is measured
-    before pruning and right after it; the fine-tuning run's record keeps what was pruned
-    from, the target and the costs before and after under ``compression["prune"]``. Every
-    pruning error is raised before fine-tuning starts.
+    ``source``: a network or checkpoint (trained), or a spec, first trained with ``recipe``
+    as it is. Taylor importance reads gradients of training images. Validation accuracy is
+    measured before pruning and right after it; the fine-tuning's record keeps what was
+    pruned (spec hash and weights checksum), the target, the importance and the costs before
+    and after under ``compression["prune"]``. ``checkpoint`` receives the fine-tuned model
+    (spec and weights). Every pruning error is raised before fine-tuning starts.
     """
     from dataclasses import replace
 
-    from dwsearch.data.config import DataConfig
-    from dwsearch.run import fit_spec_to_data, load_data, make_loaders, train_spec
-    from dwsearch.runtime import resolve_device, resolve_precision
-    from dwsearch.train.loop import evaluate
+    from dwsearch.compress.compare import val_accuracy
+    from dwsearch.run import train_spec
 
     if not isinstance(prune, PruneConfig):
         raise CompressError(f"prune: expected a PruneConfig, found {type(prune).__name__}")
-    _torch_pruning()  # before any data loads
-    model, identity = load_source(source)
-    if isinstance(data, DataSplits):
-        splits = data
-    elif isinstance(data, DataConfig):
-        splits, data_config = load_data(model.spec, data), data
-    else:
-        raise CompressError(f"data: expected a DataConfig or DataSplits, found "
-                            f"{type(data).__name__}")
-    if fit_spec_to_data(model.spec, splits) != model.spec:
-        raise CompressError(f"source: {identity['name'] or 'the model'} has "
-                            f"{model.spec.num_classes} classes but the data {len(splits.classes)};"
-                            f" prune a model trained on this data")
-    device = str(resolve_device(recipe.device))
-    precision = resolve_precision(recipe.precision, device)
+    if not isinstance(recipe, TrainConfig):
+        raise CompressError(f"recipe: expected a TrainConfig, found {type(recipe).__name__}")
+    _torch_pruning()  # before any data loads or anything trains
+    if checkpoint is not None:
+        from dwsearch.train.checkpoint import prepare_checkpoint
 
-    def accuracy(network: nn.Module) -> float | None:
-        _, val, _ = make_loaders(splits, recipe, device)
-        if val is None:
-            return None
-        network.to(device)
-        try:
-            return evaluate(network, val, device=device, precision=precision,
-                            channels_last=recipe.channels_last)[1]
-        finally:
-            network.cpu()
-
-    before = accuracy(model)
+        prepare_checkpoint(checkpoint, resume=False, overwrite=overwrite)
+    model, identity, splits, loaded_config = trained_source(source, data, recipe,
+                                                            progress=progress)
+    data_config = data_config if data_config is not None else loaded_config
+    before = val_accuracy(model, splits, recipe)
     pruned = prune_model(model, prune.target, importance=prune.importance, train=splits.train,
                          taylor_batches=prune.taylor_batches,
                          taylor_batch_size=prune.taylor_batch_size, bn=bn, seed=recipe.seed)
-    after_pruning = accuracy(pruned.model)
+    after_pruning = val_accuracy(pruned.model, splits, recipe)
     info = {"from": identity, "target": str(pruned.target), "metric": pruned.target.metric,
             "value": pruned.target.value, "importance": pruned.importance,
             "ratio": pruned.ratio, "before": asdict(pruned.before),
@@ -641,6 +672,7 @@ def prune_and_finetune(
     if prune.finetune_epochs:
         record = train_spec(pruned.spec, splits, replace(recipe, epochs=prune.finetune_epochs),
                             test=test, progress=progress, bn=bn, data_config=data_config,
-                            callbacks=callbacks, extra=extra,
-                            weights=pruned.model.state_dict(), compression={"prune": info})
-    return PruneOutcome(pruned, identity, before, after_pruning, record)
+                            callbacks=callbacks, extra=extra, checkpoint=checkpoint,
+                            overwrite=overwrite, weights=pruned.model.state_dict(),
+                            compression={"prune": info})
+    return PruneOutcome(pruned, model, identity, before, after_pruning, record)

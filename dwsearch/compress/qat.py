@@ -27,7 +27,6 @@ from torch import nn
 
 from dwsearch.builder import Network
 from dwsearch.compress.config import QatConfig
-from dwsearch.data.tensors import DataSplits
 from dwsearch.deploy._runtimes import get_runtime, xnnpack_quantizer
 from dwsearch.deploy.images import split_images
 from dwsearch.deploy.latency import EAGER, Candidate, LatencyTable, time_interleaved
@@ -134,10 +133,11 @@ def quantization_aware(
     progress: bool | None = None,
     callbacks: Iterable[Callable[[EpochMetrics], None]] = (),
 ) -> QatResult:
-    """Post-training INT8 of a trained model (``source``: a network or a dwsearch checkpoint)
-    and, where it loses more than ``qat.max_drop`` of validation accuracy (or ``qat.force``),
-    quantization-aware training for ``recipe.epochs`` epochs of ``recipe`` (fine-tuning:
-    give it a small ``lr``), on ``data`` (a :class:`DataConfig` or splits).
+    """Post-training INT8 of a trained model and, where it loses more than ``qat.max_drop`` of
+    validation accuracy (or ``qat.force``), quantization-aware training for ``qat.epochs``
+    epochs of ``recipe`` (fine-tuning: give it a small ``lr``), on ``data`` (a
+    :class:`DataConfig` or splits). ``source``: a network or a dwsearch checkpoint, or a spec
+    trained first with ``recipe`` as it is.
 
     Both int8 programs are ExecuTorch (XNNPACK) programs at batch ``batch_size``; their
     accuracy is measured by running them on every validation image, and with ``latency``
@@ -148,9 +148,8 @@ def quantization_aware(
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-    from dwsearch.compress.prune import load_source
-    from dwsearch.data.config import DataConfig
-    from dwsearch.run import fit_spec_to_data, load_data, make_loaders
+    from dwsearch.compress.prune import trained_source
+    from dwsearch.run import make_loaders
     from dwsearch.train.loop import evaluate, fit
 
     start = time.perf_counter()
@@ -160,23 +159,13 @@ def quantization_aware(
     if not isinstance(recipe, TrainConfig):
         raise CompressError(f"recipe: expected a TrainConfig, found {type(recipe).__name__}")
     get_runtime(RUNTIME).require()  # before the model or the data load
-    model, identity = load_source(source)
-    if isinstance(data, DataSplits):
-        splits = data
-    elif isinstance(data, DataConfig):
-        splits = load_data(model.spec, data)
-    else:
-        raise CompressError(f"data: expected a DataConfig or DataSplits, found "
-                            f"{type(data).__name__}")
-    if fit_spec_to_data(model.spec, splits) != model.spec:
-        raise CompressError(f"source: {identity['name'] or 'the model'} has "
-                            f"{model.spec.num_classes} classes but the data "
-                            f"{len(splits.classes)}; quantize a model trained on this data")
+    model, identity, splits, _ = trained_source(source, data, recipe, progress=progress)
     if not len(splits.val):
         raise CompressError("data: quantization-aware training compares accuracies on a "
                             "validation split; give val_size > 0")
     # The fake-quantized graph computes what int8 will: in fp32, in its own memory format.
-    recipe = replace(recipe, precision="fp32", channels_last=False, compile=False)
+    recipe = replace(recipe, epochs=qat.epochs, precision="fp32", channels_last=False,
+                     compile=False)
     train_batches, val_batches, _ = make_loaders(splits, recipe, "cpu")
     assert val_batches is not None
     calibration = split_images(splits.train, qat.calibration_images, seed=recipe.seed)
