@@ -546,9 +546,14 @@ class PruneOutcome:
 
 
 def is_checkpoint(source: object) -> bool:
-    """Whether ``source`` names a file to load weights from (not a spec file or name)."""
-    return isinstance(source, (str, Path)) and Path(source).is_file() and Path(
-        source).suffix.lower() not in (".yaml", ".yml", ".json")
+    """Whether ``source`` names a file to load weights from, not a spec (a file or a
+    built-in name): a file that is not YAML or JSON, or any name ending in a checkpoint's
+    suffix (so a missing one is said to be a missing checkpoint)."""
+    if not isinstance(source, (str, Path)):
+        return False
+    suffix = Path(source).suffix.lower()
+    return suffix in (".pt", ".pth", ".ckpt") or (
+        Path(source).is_file() and suffix not in (".yaml", ".yml", ".json"))
 
 
 def load_source(source: Network | str | Path) -> tuple[Network, dict[str, Any]]:

@@ -8,7 +8,8 @@ image. When it is more than ``max_drop`` below the fp32 model, the model is expo
 with ``prepare_qat_pt2e`` and the same quantizer in its QAT form (``is_qat=True``: fake
 quantization in the forward pass, straight-through gradients), fine-tuned by the normal
 trainer (fp32, no channels-last: the fake-quantized graph is what int8 will compute),
-converted and lowered in its turn. Accuracy before and after and the deployed INT8 latency
+converted and lowered in its turn. Batch norm is folded into the convs before QAT (see
+:func:`fold_batch_norms`). Accuracy before and after and the deployed INT8 latency
 (interleaved with the post-training program and eager fp32, :mod:`dwsearch.deploy`'s
 protocol) come back together.
 """
@@ -35,7 +36,7 @@ from dwsearch.errors import CompressError
 from dwsearch.records import EpochMetrics
 from dwsearch.train.config import TrainConfig
 
-__all__ = ["QatResult", "quantization_aware"]
+__all__ = ["QatResult", "fold_batch_norms", "needs_qat", "quantization_aware"]
 
 RUNTIME = "executorch"
 # Validation images each lowered program is checked on as it is made (its accuracy is then
@@ -58,7 +59,7 @@ class QatResult:
     ptq_program: Lowered
     quantized: nn.Module | None  # QAT's converted int8 model (None where QAT did not run)
     latency: LatencyTable | None  # eager fp32 and the int8 programs, interleaved
-    epochs: tuple[EpochMetrics, ...]  # QAT's epochs (fake-quantized validation accuracy)
+    epochs: tuple[EpochMetrics, ...]  # QAT's epochs (training loss and accuracy)
     val_images: int
     seconds: float  # wall time of everything
     source: Mapping[str, Any]  # what was quantized: spec hash, weights checksum, name, file
@@ -99,6 +100,30 @@ class QatResult:
         if self.latency is not None:
             lines.append(self.latency.format_table())
         return "\n".join(lines)
+
+
+def needs_qat(fp32_accuracy: float, ptq_accuracy: float, config: QatConfig) -> bool:
+    """Whether post-training int8 lost more than ``config.max_drop`` (or QAT is forced)."""
+    return config.force or fp32_accuracy - ptq_accuracy > config.max_drop
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with each conv-norm-activation unit's batch norm
+    folded into its conv: what the int8 program computes anyway (XNNPACK runs convs with BN
+    folded), and what QAT then fine-tunes, with the normalisation's statistics frozen at
+    their trained values. Folding first also spares torchao's convert its conv-BN pattern
+    search (about 20 s on this project's 2-core CPU, whatever the model's size). A user's
+    block keeps its batch norms; torchao folds those at convert."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from dwsearch.blocks.common import ConvNormAct
+
+    folded = copy.deepcopy(model).cpu().eval()
+    for unit in folded.modules():
+        if isinstance(unit, ConvNormAct) and isinstance(unit.bn, nn.BatchNorm2d):
+            unit.conv = fuse_conv_bn_eval(unit.conv, unit.bn)
+            unit.bn = nn.Identity()
+    return folded
 
 
 def _program_accuracy(program: Lowered, batches: Iterable[tuple[torch.Tensor, ...]],
@@ -176,16 +201,19 @@ def quantization_aware(
     ptq_program = lower(model, RUNTIME, "int8", images=check, calibration=calibration,
                         calibration_source=f"calibrated on {said}", batch_size=batch_size)
     ptq_accuracy = _program_accuracy(ptq_program, val_batches, threads)
-    ran = qat.force or fp32_accuracy - ptq_accuracy > qat.max_drop
+    ran = needs_qat(fp32_accuracy, ptq_accuracy, qat)
     program, quantized, qat_accuracy = ptq_program, None, None
     epochs: tuple[EpochMetrics, ...] = ()
     if ran:
         example = calibration[:2]  # batch 2: torch.export specialises a dimension of size 1
-        graph = torch.export.export(copy.deepcopy(model).eval(), (example,),
+        graph = torch.export.export(fold_batch_norms(model), (example,),
                                     dynamic_shapes=({0: torch.export.Dim.AUTO},)).module()
         prepared = prepare_qat_pt2e(graph, xnnpack_quantizer(qat=True))
         allow_exported_model_train_eval(prepared)  # so the trainer's train()/eval() work
-        result = fit(prepared, train_batches, val_batches, recipe, progress=progress,
+        # No validation between epochs: each switch of an exported graph between train and
+        # eval mode rebuilds its patterns (seconds), and what counts is the deployed
+        # program's accuracy, measured below.
+        result = fit(prepared, train_batches, None, recipe, progress=progress,
                      callbacks=callbacks)
         if result.status != "completed":
             raise CompressError(f"qat: quantization-aware training ended {result.status}: "
