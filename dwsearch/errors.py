@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CompressError",
     "ConfigError",
     "CostError",
     "DataError",
@@ -79,6 +80,12 @@ class ReportError(DwsearchError, ValueError):
 class DeployError(DwsearchError, ValueError):
     """A model that a deployment runtime cannot lower or run (an unsupported op, a branch
     on tensor values): the message names the layer, its block and the runtime."""
+
+
+class CompressError(DwsearchError, ValueError):
+    """A compression request that cannot be carried out: a teacher that does not fit its
+    student, a pruning target that cannot be met, a block that Torch-Pruning cannot trace or
+    whose pruned widths no spec can state, or Torch-Pruning not installed."""
 
 
 class RuntimeNotInstalledError(DeployError):

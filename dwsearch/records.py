@@ -93,6 +93,10 @@ class RunRecord:
     # The trained model where it ships (dwsearch.deploy.trained.deploy_trained): per runtime
     # and precision its program's latency, size, check and int8 accuracy; None: not measured.
     deploy: Mapping[str, Any] | None = None
+    # How the model was compressed (dwsearch.compress), plain data by method: "distill" (the
+    # teacher's spec hash and weights checksum, alpha, temperature), "prune" (the source's
+    # identity, target, importance, costs before and after), "qat". None: not compressed.
+    compression: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # caller's additions (study, trial)
     format: int = RECORD_FORMAT
 
@@ -165,11 +169,12 @@ class RunRecord:
     def flat(self) -> dict[str, Any]:
         """The scalar fields, one row of a table: no spec, layers or epochs; configs as
         ``train.lr``, ``data.val_size`` ...; derived ``flops``, ``latency_ms``,
-        ``images_per_second`` and ``lossy_data`` included."""
+        ``images_per_second``, ``lossy_data`` and ``compression`` (the methods, e.g.
+        ``"prune+distill"``, or None) included."""
         row: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("spec", "layers", "epochs", "latency", "extra", "deploy"):
+            if f.name in ("spec", "layers", "epochs", "latency", "extra", "deploy", "compression"):
                 continue
             if f.name in ("train", "data", "versions"):
                 row.update({f"{f.name}.{k}": v for k, v in value.items()})
@@ -180,6 +185,8 @@ class RunRecord:
         row["images_per_second"] = self.images_per_second
         row["lossy_data"] = self.lossy_data
         row["epochs_trained"] = len(self.epochs)
+        # A distilled or pruned run must not pass for a plain one in a table.
+        row["compression"] = "+".join(self.compression) if self.compression else None
         return row
 
     def summary(self) -> str:
@@ -296,7 +303,7 @@ class TrialInfo:
 
 
 def _required(name: str) -> bool:
-    return name not in ("latency", "extra", "format", "deploy")
+    return name not in ("latency", "extra", "format", "deploy", "compression")
 
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from dwsearch.errors import UnknownBlockError
 
 __all__ = [
+    "ADDED_ARGUMENTS",
     "BUILTIN_BLOCKS",
     "ENTRY_POINT_GROUP",
     "INFERRED_ARGUMENTS",
@@ -53,6 +54,10 @@ ENTRY_POINT_GROUP = "dwsearch.blocks"
 # Arguments the builder fills from the incoming shape; a spec may repeat them but they are
 # not part of an architecture's identity.
 INFERRED_ARGUMENTS = ("in_channels", "in_features")
+# Arguments a built-in block gained after specs were first hashed: left out of the canonical
+# form while at their default, so every spec written before keeps its hash (and the studies
+# and reuse keys built on it). inverted_residual's mid_channels: pruned widths.
+ADDED_ARGUMENTS: Mapping[str, tuple[str, ...]] = {"inverted_residual": ("mid_channels",)}
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -335,4 +340,8 @@ def canonical_layer(block: str, args: Mapping[str, Any]) -> tuple[str, dict[str,
     filled.update(args)
     for key in INFERRED_ARGUMENTS:
         filled.pop(key, None)
+    signature = block_signature(name).parameters
+    for key in ADDED_ARGUMENTS.get(name, ()):
+        if key in filled and filled[key] == signature[key].default:
+            del filled[key]
     return name, filled

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from dwsearch.builder import Network, build_model, infer_shapes
@@ -40,6 +41,9 @@ from dwsearch.train.checkpoint import load_checkpoint, load_weights, prepare_che
 from dwsearch.train.config import TrainConfig
 from dwsearch.train.loop import Callback, evaluate, fit
 from dwsearch.zoo import load_spec
+
+if TYPE_CHECKING:
+    from dwsearch.compress.config import DistillConfig
 
 __all__ = [
     "CROP_PADDING",
@@ -74,13 +78,17 @@ def load_data(spec: ModelSpec, data: DataConfig) -> DataSplits:
 
 
 def make_loaders(
-    splits: DataSplits, config: TrainConfig, device: str
+    splits: DataSplits, config: TrainConfig, device: str, *,
+    train_extra: torch.Tensor | None = None,
 ) -> tuple[BatchLoader, BatchLoader | None, BatchLoader]:
-    """Train (shuffled, augmented if configured), validation and test batch loaders."""
+    """Train (shuffled, augmented if configured), validation and test batch loaders;
+    ``train_extra`` (one row per training image, e.g. a teacher's logits) travels with the
+    training batches."""
     train = BatchLoader(
         splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
         device=device, channels_last=config.channels_last,
         crop_padding=CROP_PADDING if config.augment else 0, hflip=config.augment,
+        extra=train_extra,
     )
     eval_batch = max(config.batch_size, EVAL_BATCH)  # no gradients: larger batches are cheaper
     val = None
@@ -123,6 +131,9 @@ def train_spec(
     extra: Mapping[str, Any] | None = None,
     check: Callable[[Profile, LatencyResult | None], None] | None = None,
     deploy: Callable[[nn.Module, DataSplits], Mapping[str, Any] | None] | None = None,
+    distill: DistillConfig | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
+    compression: Mapping[str, Any] | None = None,
 ) -> RunRecord:
     """Train ``spec`` once and return its :class:`RunRecord`: costs (counted before
     training), per-epoch metrics, validation and (with ``test``) test accuracy, the configs,
@@ -138,6 +149,11 @@ def train_spec(
     ``deploy`` is called with the trained model and the splits after a completed run (to
     keep its weights, measure it where it ships); what it returns (plain data, or None) is
     the record's ``deploy``.
+    ``distill`` trains with a teacher (:mod:`dwsearch.compress.distill`): the teacher is loaded
+    and checked against the spec before the data loads, and its identity goes into the
+    record's ``compression``. ``weights`` (a state dict fitting the spec) start the run from
+    trained weights instead of a fresh initialisation: fine-tuning. ``compression`` is added
+    to the record's ``compression`` as given (a pruned model's origin, say).
     ``checkpoint`` is checked before the data loads (see :func:`dwsearch.train.fit` for
     ``resume`` and ``overwrite``); a training step whose estimated memory exceeds the limit
     (``DWSEARCH_MAX_MEMORY_GB``) is refused before training.
@@ -149,6 +165,12 @@ def train_spec(
         raise ConfigError(f"config: expected a TrainConfig, found {type(config).__name__}")
     model_spec = load_spec(spec)
     infer_shapes(model_spec)  # spec errors before the data loads (nothing is allocated)
+    teacher = None
+    if distill is not None:
+        from dwsearch.compress.distill import check_teacher, load_teacher
+
+        teacher = load_teacher(distill)
+        check_teacher(teacher, model_spec, classes=False)  # classes: once the data is known
     if checkpoint is not None:
         prepare_checkpoint(checkpoint, resume=resume, overwrite=overwrite)
     start = time.perf_counter()
@@ -158,9 +180,13 @@ def train_spec(
         splits, data_config = load_data(model_spec, data), data
     load_seconds = time.perf_counter() - start
     model_spec = fit_spec_to_data(model_spec, splits)
+    if teacher is not None:
+        check_teacher(teacher, model_spec)  # the data may have resized the classifier
     device = str(resolve_device(config.device))
     seed_everything(config.seed)
     model = build_model(model_spec)
+    if weights is not None:
+        load_weights(model, weights, "weights: they do not fit the spec")
     costs = profile(model, bn=bn)
     _check_training_memory(model, costs.saved_bytes, config.batch_size, splits)
     timing = None
@@ -169,12 +195,22 @@ def train_spec(
                                  channels_last=config.channels_last)
     if check is not None:
         check(costs, timing)
-    train_batches, val_batches, test_batches = make_loaders(splits, config, device)
+    compressed: dict[str, Any] = dict(compression or {})
+    loss = train_extra = None
+    if distill is not None and teacher is not None:
+        from dwsearch.compress.distill import prepare_distillation
+
+        plan = prepare_distillation(distill, teacher, model_spec, splits, config, device=device,
+                                    precision=resolve_precision(config.precision, device))
+        loss, train_extra = plan.loss, plan.train_extra
+        compressed["distill"] = dict(plan.record)
+    train_batches, val_batches, test_batches = make_loaders(splits, config, device,
+                                                            train_extra=train_extra)
     result = fit(
         model, train_batches, val_batches, config, callbacks=callbacks, checkpoint=checkpoint,
         resume=resume, overwrite=overwrite, spec=model_spec.to_dict(),
         data_config=asdict(data_config) if data_config is not None else None,
-        progress=progress,
+        progress=progress, loss=loss,
     )
     test_loss = test_accuracy = None
     if test and result.status == "completed":
@@ -223,6 +259,7 @@ def train_spec(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         latency=_latency_dict(timing),
         deploy=deployed,
+        compression=compressed or None,
         extra=dict(extra or {}),
     )
 

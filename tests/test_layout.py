@@ -79,7 +79,8 @@ def test_only_the_study_package_imports_optuna() -> None:
 def test_configs_and_cli_import_no_torch_at_module_level() -> None:
     for name in ("dwsearch.train.config", "dwsearch.data.config", "dwsearch.cli",
                  "dwsearch.cli._common", "dwsearch.cli.models", "dwsearch.cli.training",
-                 "dwsearch.cli.bench", "dwsearch.cli.study", "dwsearch.study.options"):
+                 "dwsearch.cli.bench", "dwsearch.cli.study", "dwsearch.cli.compress",
+                 "dwsearch.compress", "dwsearch.compress.config", "dwsearch.study.options"):
         tree = ast.parse(SOURCES[name].read_text())
         top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
         top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
@@ -106,6 +107,21 @@ def test_deploy_imports_no_optuna_or_pandas_and_its_runtimes_lazily() -> None:
             top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
             top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
             assert not [m for m in top if within(m, runtimes)], name
+
+
+def test_compress_imports_no_optuna_or_pandas_and_torch_pruning_lazily() -> None:
+    """dwsearch.compress is torch-side (run and study call it, never the reverse) and
+    imports Torch-Pruning and the deployment runtimes only when a model is pruned or
+    lowered, so it imports without the compress extra."""
+    assert offenders("dwsearch.compress", ("optuna", "pandas", "dwsearch.study",
+                                           "dwsearch.report", "dwsearch.cli")) == {}
+    lazy = ("torch_pruning", "executorch", "onnxruntime", "torchao")
+    for name, path in SOURCES.items():
+        if name.startswith("dwsearch.compress"):
+            tree = ast.parse(path.read_text())
+            top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+            top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+            assert not [m for m in top if within(m, lazy)], name
 
 
 PUBLIC_API = {

@@ -542,3 +542,36 @@ def test_fit_restores_the_thread_count_it_changes() -> None:
     _, result = run(cfg(epochs=1, threads=wanted))
     assert result.threads == wanted
     assert torch.get_num_threads() == before
+
+
+def test_a_loss_hook_sees_each_batch_with_the_extra_rows_that_travel_with_it() -> None:
+    """``fit(loss=...)`` replaces cross-entropy; a BatchLoader's ``extra`` rows (here each
+    sample's own index) are gathered with the shuffled batch, so row i belongs to image i."""
+    from dwsearch.data import BatchLoader, ImageTensors
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, NUM_CLASSES, (40,), generator=gen)
+    data = ImageTensors(images, labels, ("a", "b", "c"))
+    loader = BatchLoader(data, batch_size=16, shuffle=True, seed=3,
+                         extra=torch.arange(40, dtype=torch.float32)[:, None])
+    seen: list[torch.Tensor] = []
+
+    def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
+             extra: torch.Tensor | None) -> torch.Tensor:
+        assert extra is not None
+        rows = extra[:, 0].long()
+        assert torch.equal(labels[rows], y)  # the rows of exactly this batch's samples
+        seen.append(rows)
+        return F.cross_entropy(logits, y) * 0.0 + logits.sum() * 0.0 + 1.0
+
+    seed_everything(0)
+    model = build_model(TINY_SPEC)
+    result = fit(model, loader, None, TrainConfig(epochs=1, batch_size=16, device="cpu",
+                                                  precision="fp32", channels_last=False),
+                 loss=loss, progress=False)
+    assert result.status == "completed" and result.final is not None
+    assert result.final.train_loss == pytest.approx(1.0)  # the hook's value is what is logged
+    assert sorted(torch.cat(seen).tolist()) == list(range(40))
+    with pytest.raises(Exception, match=r"extra: expected one row per sample \(40, \.\.\.\)"):
+        BatchLoader(data, batch_size=16, extra=torch.zeros(39, 10))

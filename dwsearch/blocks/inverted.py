@@ -20,7 +20,9 @@ class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expand (x t) -> dw k x k -> [SE] -> linear 1x1 project [+ skip].
 
     No expansion conv when expand_ratio is 1, as in the paper. ``skip=None`` (default) adds
-    the residual whenever stride is 1 and in_channels == out_channels.
+    the residual whenever stride is 1 and in_channels == out_channels. ``mid_channels``: the
+    width of the expanded stage where it is not in_channels x expand_ratio (a pruned block
+    states its own, as MobileNetV3's table does); only with an expansion conv.
     """
 
     def __init__(
@@ -33,11 +35,19 @@ class InvertedResidual(nn.Module):
         activation: str = "relu6",
         se_ratio: float = 0.0,
         skip: bool | None = None,
+        mid_channels: int | None = None,
     ) -> None:
         super().__init__()
         check_multiplier("expand_ratio", expand_ratio)
         check_positive_int(in_channels=in_channels)
-        mid_channels = in_channels * expand_ratio
+        if mid_channels is None:
+            mid_channels = in_channels * expand_ratio
+        else:
+            check_positive_int(mid_channels=mid_channels)
+            if expand_ratio == 1 and mid_channels != in_channels:
+                raise ValueError(f"mid_channels={mid_channels} needs an expansion conv: "
+                                 f"expand_ratio 1 has none (its width is in_channels="
+                                 f"{in_channels}); give expand_ratio > 1 or drop mid_channels")
         self.has_skip = check_skip(
             skip, possible=stride == 1 and in_channels == out_channels, default=True
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from dwsearch.cli import bench, models, report, study, training
+from dwsearch.cli import bench, compress, models, report, study, training
 from dwsearch.cli._common import DwsearchGroup
 
 __all__ = ["main"]
@@ -25,6 +25,6 @@ def main() -> None:
     """
 
 
-for _module in (models, training, study, report, bench):
+for _module in (models, training, compress, study, report, bench):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -31,6 +31,11 @@ class BatchLoader:
     torchvision's ``RandomCrop(size, padding=p)``; "reflect": mirrored edges), and a
     horizontal flip of each image with probability 1/2. Shuffling and augmentation depend only
     on (``seed``, epoch); call ``set_epoch`` before each epoch to change them.
+
+    ``extra`` (optional): per-sample rows aligned with the split (N, ...), such as a teacher
+    network's logits for distillation. It is moved to ``device`` once, like the images, and
+    each batch then yields ``(images, labels, extra rows)``: the rows are gathered with the
+    batch's own indices, so they follow the shuffle without any per-sample lookup.
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class BatchLoader:
         drop_last: bool = False,
         channels_last: bool = False,
         pad_mode: str = "zeros",
+        extra: torch.Tensor | None = None,
     ) -> None:
         c, h, w = data.image_shape
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -70,6 +76,11 @@ class BatchLoader:
             )
         if pad_mode not in ("zeros", "reflect"):
             raise DataError(f"pad_mode={pad_mode!r}: allowed: zeros, reflect")
+        if extra is not None and (not isinstance(extra, torch.Tensor) or extra.dim() < 1
+                                  or extra.shape[0] != len(data)):
+            found = tuple(extra.shape) if isinstance(extra, torch.Tensor) else type(extra).__name__
+            raise DataError(f"extra: expected one row per sample ({len(data)}, ...), found "
+                            f"{found}")
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as err:
@@ -87,6 +98,7 @@ class BatchLoader:
         # Moved once: every batch afterwards is a gather on the device, no host transfer.
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
+        self.extra = extra.to(self.device) if extra is not None else None
         std_t = torch.tensor(std, dtype=torch.float64)
         mean_t = torch.tensor(mean, dtype=torch.float64)
         # (x/255 - mean)/std == x * scale + shift, computed in one addcmul per batch.
@@ -141,7 +153,7 @@ class BatchLoader:
             out = out * valid
         return out
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = self.num_samples
         gen = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
@@ -170,4 +182,7 @@ class BatchLoader:
             x = torch.addcmul(self._shift, raw.float(), self._scale)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            if self.extra is None:
+                yield x, self.labels[idx]
+            else:
+                yield x, self.labels[idx], self.extra[idx]

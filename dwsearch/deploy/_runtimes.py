@@ -30,7 +30,8 @@ from torch import nn
 
 from dwsearch.errors import RuntimeNotInstalledError
 
-__all__ = ["PRECISIONS", "RUNTIMES", "Runtime", "Session", "get_runtime", "native_stderr"]
+__all__ = ["PRECISIONS", "RUNTIMES", "Runtime", "Session", "get_runtime", "native_stderr",
+           "xnnpack_quantizer"]
 
 RUNTIMES = ("executorch", "onnxruntime")
 PRECISIONS = ("fp32", "int8")
@@ -197,18 +198,28 @@ def _lower_executorch(model: nn.Module, sample: torch.Tensor,
         return bytes(edge.to_executorch().buffer)
 
 
-def _pt2e_int8(model: nn.Module, sample: torch.Tensor, calibration: torch.Tensor
-               ) -> torch.fx.GraphModule:
-    """PT2E static quantization as XNNPACK runs it: int8 activations (per tensor, affine,
-    histogram observers) and int8 weights (per output channel, symmetric)."""
+def xnnpack_quantizer(*, qat: bool = False) -> Any:
+    """The int8 scheme XNNPACK runs, the one every int8 program here is made with: int8
+    activations (per tensor, affine) and int8 weights (per output channel, symmetric).
+    ``qat``: the same scheme with fake quantization, for quantization-aware training
+    (``prepare_qat_pt2e``)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer()
-    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+    return quantizer
+
+
+def _pt2e_int8(model: nn.Module, sample: torch.Tensor, calibration: torch.Tensor
+               ) -> torch.fx.GraphModule:
+    """PT2E static quantization as XNNPACK runs it (:func:`xnnpack_quantizer`), with
+    histogram observers on the calibration images."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = xnnpack_quantizer()
     # Exported with a free batch dimension so calibration runs in batches of any size;
     # the converted model is exported again at the program's own (static) batch. Batch 2
     # as the example: torch.export specialises a dimension of size 1.

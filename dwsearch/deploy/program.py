@@ -145,6 +145,7 @@ def lower(
     calibration: torch.Tensor | None = None,
     calibration_source: str = "given",
     batch_size: int = 1,
+    quantized: bool = False,
 ) -> Lowered:
     """Lower ``model`` to ``runtime`` ("executorch" or "onnxruntime") in ``precision``
     ("fp32" or "int8"), load the program and check it on ``images``.
@@ -158,6 +159,9 @@ def lower(
     out; ``calibration_source`` records where they came from ("random" for an untrained
     model). ``batch_size``: the batch the program is exported for (ExecuTorch programs take
     only that batch; ONNX programs any). The model is not changed (a copy is lowered).
+    ``quantized``: the model is int8 already (``convert_pt2e``'s output, as after
+    quantization-aware training): it is lowered as it is, ExecuTorch int8 only, without
+    calibration, and its top-1 agreement is with itself in eager PyTorch.
 
     Raises :class:`RuntimeNotInstalledError` when the runtime's packages are missing and
     :class:`DeployError` naming the layer, block and runtime when a block cannot be lowered.
@@ -173,7 +177,12 @@ def lower(
     images = _check_images(images, "images", _spec_input(model))
     shape = tuple(images.shape[1:])
     int8 = precision == "int8"
-    if int8:
+    if quantized:
+        if (runtime, precision) != ("executorch", "int8"):
+            raise DeployError(f"quantized: a model quantized already is lowered to executorch "
+                              f"in int8, found {runtime} in {precision}")
+        calibration = None
+    elif int8:
         if calibration is None:
             raise DeployError("calibration: int8 needs calibration images (training images, "
                               "N, C, H, W)")
@@ -184,11 +193,15 @@ def lower(
     rt.require()
     # A copy: the quantizer folds batch norm in place. In torch's default memory layout: a
     # model trained channels_last (dwsearch's default) fails XNNPACK's layout pass.
-    model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
+    model = copy.deepcopy(model).cpu()
+    if not quantized:
+        model = model.to(memory_format=torch.contiguous_format)
+    model = _eval(model, quantized)
     sample = torch.zeros(batch_size, *shape)
     start = time.perf_counter()
     try:
-        program = rt.lower(model, sample, int8, calibration)
+        # A quantized model's graph holds its int8 ops already: exported as it is.
+        program = rt.lower(model, sample, int8 and not quantized, calibration)
         session = rt.load(program, threads=1)
         outputs = _in_batches(session.run, images, batch_size)
     except DwsearchError:
@@ -219,6 +232,17 @@ def lower(
         calibration_images=len(calibration) if int8 and calibration is not None else 0,
         calibration_source=calibration_source if int8 else "", seconds=seconds, check=check,
     )
+
+
+def _eval(model: nn.Module, exported: bool) -> nn.Module:
+    """Eval mode; an exported (PT2E) graph switches its batch norm and dropout through
+    torchao, as ``.eval()`` is refused on exported models."""
+    if not exported:
+        return model.eval()
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+
+    result: nn.Module = move_exported_model_to_eval(model)
+    return result
 
 
 # -- locating what cannot be lowered ---------------------------------------------------------

@@ -1,7 +1,8 @@
 """The training loop: one model, one recipe, per-epoch metrics, checkpoints, early stopping.
 
 The trainer knows nothing of Optuna, YAML, specs or datasets. It consumes any iterable of
-``(x, y)`` batches with ``len()`` and ``set_epoch()`` (:class:`Batches`), reports each finished
+``(x, y)`` or ``(x, y, extra)`` batches with ``len()`` and ``set_epoch()`` (:class:`Batches`),
+minimises cross-entropy or a caller's :data:`Loss` (distillation), reports each finished
 epoch to callbacks (which may end the run with :class:`StopTraining`, or raise anything else
 to abort), and turns a loss that becomes nan/inf into a ``"diverged"`` result instead of a
 traceback.
@@ -44,6 +45,7 @@ __all__ = [
     "FINITE_CHECK_EVERY",
     "Batches",
     "Callback",
+    "Loss",
     "Status",
     "StopTraining",
     "TrainResult",
@@ -60,17 +62,24 @@ FINITE_CHECK_EVERY = 16
 
 Status = Literal["completed", "diverged", "stopped"]
 Callback = Callable[[EpochMetrics], None]
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""A training objective: ``loss(logits, labels, inputs, extra)`` -> the scalar to minimise.
+``logits`` (N, classes) are fp32 whatever the autocast dtype, ``inputs`` the batch as the model
+saw it (augmented, on the device), ``extra`` the batch's third item or None. The default is
+cross-entropy with the recipe's label smoothing; distillation (:mod:`dwsearch.compress`)
+passes its own, with a teacher's logits as ``extra`` or the teacher run on ``inputs``."""
 
 
 class Batches(Protocol):
     """What the trainer needs from a data loader (``dwsearch.data.BatchLoader`` fits).
 
-    ``len()`` must be the exact number of batches one iteration yields (the LR schedule is
-    planned from it); ``set_epoch(i)`` (0-based) lets a shuffling loader vary its order per
-    epoch reproducibly.
+    Batches are ``(inputs, labels)``, or ``(inputs, labels, extra)`` where per-sample rows
+    travel with the data (handed to the :data:`Loss`). ``len()`` must be the exact number of
+    batches one iteration yields (the LR schedule is planned from it); ``set_epoch(i)``
+    (0-based) lets a shuffling loader vary its order per epoch reproducibly.
     """
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]: ...
 
     def __len__(self) -> int: ...
 
@@ -83,8 +92,6 @@ class StopTraining(Exception):
     The message, if any, becomes :attr:`TrainResult.message`. Any other exception raised by a
     callback propagates out of :func:`fit` unchanged.
     """
-
-
 
 
 
@@ -135,7 +142,7 @@ class _Diverged(Exception):
 
 def evaluate(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[tuple[torch.Tensor, ...]],
     *,
     device: str | torch.device,
     precision: str = "fp32",
@@ -159,9 +166,9 @@ def evaluate(
             torch.inference_mode(),
             torch.autocast(device.type, dtype=amp_dtype, enabled=precision != "fp32"),
         ):
-            for x, y in batches:
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
+            for batch in batches:
+                x = batch[0].to(device, non_blocking=True)
+                y = batch[1].to(device, non_blocking=True)
                 if channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits = model(x).float()
@@ -175,8 +182,6 @@ def evaluate(
     return float(loss_sum) / count, int(correct) / count
 
 
-
-
 # -- training -----------------------------------------------------------------------------
 
 
@@ -188,7 +193,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    criterion: nn.Module
+    loss: Loss
     device: torch.device
     precision: str
     channels_last: bool
@@ -243,16 +248,17 @@ def _train_epoch(run: _Run, train: Batches, epoch: int) -> _TrainStats:
         start = time.perf_counter()
         step = 0
         lr_used = 0.0
-        for step, (x_in, y_in) in enumerate(bar, start=1):
-            x = x_in.to(run.device, non_blocking=True)
-            y = y_in.to(run.device, non_blocking=True)
+        for step, batch_in in enumerate(bar, start=1):
+            x = batch_in[0].to(run.device, non_blocking=True)
+            y = batch_in[1].to(run.device, non_blocking=True)
+            extra = batch_in[2].to(run.device, non_blocking=True) if len(batch_in) > 2 else None
             if run.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(run.device.type, dtype=amp_dtype, enabled=amp_enabled):
                 logits = model(x)
             # The loss in fp32 whatever the autocast dtype: bf16 log-softmax loses too much.
             logits = logits.float()
-            loss = run.criterion(logits, y)
+            loss = run.loss(logits, y, x, extra)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -311,6 +317,7 @@ def fit(
     spec: Mapping[str, Any] | SpecLike | None = None,
     data_config: Mapping[str, Any] | None = None,
     progress: bool | None = None,
+    loss: Loss | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``train`` for ``config.epochs`` epochs.
 
@@ -326,7 +333,8 @@ def fit(
     and channels_last, and ``data_config`` (the data configuration as a mapping, stored in
     checkpoints) not at all. ``spec`` (a mapping or ModelSpec) is stored in checkpoints so
     :func:`model_from_checkpoint` can rebuild the model. ``progress=None`` shows a tqdm bar
-    only when stderr is a terminal.
+    only when stderr is a terminal. ``loss`` replaces the default objective (cross-entropy
+    with ``config.label_smoothing``; see :data:`Loss`); validation stays plain cross-entropy.
 
     Seeds torch's RNG with ``config.seed`` (training-time randomness); seed model
     initialization yourself (:func:`dwsearch.runtime.seed_everything`) before building the
@@ -335,7 +343,7 @@ def fit(
     with torch_threads(config.threads) as threads:
         return _fit(model, train, val, config, callbacks=callbacks, checkpoint=checkpoint,
                     resume=resume, overwrite=overwrite, spec=spec, data_config=data_config,
-                    progress=progress, threads=threads)
+                    progress=progress, threads=threads, loss=loss)
 
 
 def _fit(
@@ -352,6 +360,7 @@ def _fit(
     data_config: Mapping[str, Any] | None,
     progress: bool | None,
     threads: int,
+    loss: Loss | None,
 ) -> TrainResult:
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -392,7 +401,7 @@ def _fit(
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
-        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        loss=loss if loss is not None else _cross_entropy(config.label_smoothing),
         device=device,
         precision=precision,
         channels_last=config.channels_last,
@@ -432,6 +441,17 @@ def _fit(
         precision=precision,
         threads=threads,
     )
+
+
+def _cross_entropy(label_smoothing: float) -> Loss:
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor,
+             extra: torch.Tensor | None) -> torch.Tensor:
+        result: torch.Tensor = criterion(logits, labels)
+        return result
+
+    return loss
 
 
 def _run_epoch(run: _Run, train: Batches, val: Batches | None, epoch: int) -> EpochMetrics:
