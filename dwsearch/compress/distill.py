@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import time
 from collections.abc import Mapping
@@ -150,7 +151,9 @@ class Teacher:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(path: str, stamp: tuple[int, int], spec: ModelSpec | str | None) -> Teacher:
+def _load(path: str, stamp: tuple[int, int], spec: tuple[str, str] | None) -> Teacher:
+    """``spec``: ("named", a built-in name or file) or ("inline", a spec as JSON): hashable,
+    as the cache needs."""
     from dwsearch.run import model_from_weights
     from dwsearch.train.checkpoint import load_checkpoint, read_weights
     from dwsearch.zoo import load_spec
@@ -163,7 +166,9 @@ def _load(path: str, stamp: tuple[int, int], spec: ModelSpec | str | None) -> Te
         model_spec = ModelSpec.from_dict(state["spec"], source=f"{path}: spec")
         weights = state["model"]
     else:
-        model_spec = load_spec(spec)
+        kind, text = spec
+        model_spec = (ModelSpec.from_dict(json.loads(text), "teacher_spec") if kind == "inline"
+                      else load_spec(text))
         weights = read_weights(path)
     model = model_from_weights(model_spec, weights,
                                f"{path}: the weights do not fit the teacher's spec")
@@ -186,7 +191,8 @@ def load_teacher(config: DistillConfig) -> Teacher:
                             + ("" if not path.exists() else " (a folder)"))
     stat = path.stat()
     spec = config.teacher_spec
-    key_spec = spec if isinstance(spec, (ModelSpec, type(None))) else str(spec)
+    key_spec = (None if spec is None else ("inline", json.dumps(spec.to_dict()))
+                if isinstance(spec, ModelSpec) else ("named", str(spec)))
     try:
         return _load(str(path), (stat.st_size, stat.st_mtime_ns), key_spec)
     except CompressError:

@@ -90,23 +90,52 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _section(cls: type, exclude: tuple[str, ...], name: str) -> type[BaseModel]:
+def _section(cls: type, exclude: tuple[str, ...], name: str, **more: Any) -> type[BaseModel]:
     """A strict pydantic model with the fields of the config dataclass ``cls``: same names,
-    types, defaults and help (as descriptions)."""
+    types, defaults and help (as descriptions), and ``more`` fields of the study's own."""
     hints = typing.get_type_hints(cls)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in exclude:
             fields[f.name] = (hints[f.name], Field(default=f.default,
                                                    description=f.metadata.get("help")))
-    model: type[BaseModel] = create_model(name, __config__=_STRICT, **fields)
+    model: type[BaseModel] = create_model(name, __config__=_STRICT, **fields, **more)
     model.__doc__ = cls.__doc__
     return model
 
 
+class TeacherTrial(BaseModel):
+    """A trial of a finished study as the teacher: its spec and the weights it kept."""
+
+    model_config = _STRICT
+    study: str = Field(description="The teacher's study name.")
+    trial: int = Field(ge=0, le=MAX_INTEGER, description="Its trial number.")
+    storage: str | None = Field(None, description="Its storage URL; default: this study's.")
+
+
+class DistillSection(BaseModel):
+    """Knowledge distillation (dwsearch.compress.distill): the loss mixes the labels' cross
+    entropy (weight 1 - alpha) with alpha T^2 KL(teacher/T || student/T). alpha 0 is plain
+    training: no teacher is loaded and the run is the undistilled one (a space may vary
+    train.distill.alpha to compare both, paired by seed)."""
+
+    model_config = _STRICT
+    teacher: str | TeacherTrial = Field(
+        description="A dwsearch checkpoint (relative to this file), a weights file with "
+                    "teacher_spec, or {study: NAME, trial: N} (weights kept by that study).")
+    teacher_spec: str | dict[str, Any] | None = Field(
+        None, description="The teacher's spec where teacher holds only weights.")
+    alpha: float = Field(0.9, ge=0, le=1, description="Weight of the teacher's soft targets.")
+    temperature: float = Field(4.0, gt=0, le=100, description="Softening temperature T.")
+
+
 # Seeds come from the study (seed, repeats, seeds); downloads are decided by the worker.
 DataSection = _section(DataConfig, ("seed", "download"), "DataSection")
-TrainSection = _section(TrainConfig, ("seed",), "TrainSection")
+TrainSection = _section(TrainConfig, ("seed",), "TrainSection", distill=(
+    DistillSection | None, Field(None, description="Train with a teacher (knowledge "
+                                                   "distillation); default: none.")))
+# Fields of the train: section that are the study's, not TrainConfig's.
+STUDY_TRAIN_FIELDS = ("distill",)
 
 
 Value = bool | int | float | str
@@ -433,6 +462,47 @@ class DeploySection(BaseModel):
         return values
 
 
+class PruneSection(BaseModel):
+    """Structured pruning (dwsearch.compress.prune, Torch-Pruning): a trained model's
+    channels pruned to a target, then fine-tuned; the trial's metrics are the pruned
+    model's, and its record keeps where it came from."""
+
+    model_config = _STRICT
+    from_: Literal["trial", "base"] = Field(
+        "trial", alias="from",
+        description="trial: each trial's configuration, trained with the recipe, is pruned; "
+                    "base: the study's base, trained once per seed with the recipe (kept "
+                    "beside the study's weights), is pruned in every trial.")
+    target: dict[str, int | float | str] | str = Field(
+        description="{macs: 0.5} (a ratio of the model's own), {params: 120K} (a count), or "
+                    "{macs: MODEL}: a spec's count (a built-in name or a spec file).")
+    importance: Literal["magnitude", "taylor"] = "magnitude"
+    finetune_epochs: int = Field(1, ge=0, le=1000, description="Epochs of the recipe after "
+                                                                "pruning (0: none).")
+    taylor_batches: int = Field(4, ge=1, le=100_000)
+    taylor_batch_size: int = Field(64, ge=1, le=100_000)
+    when: dict[str, Value | list[Value]] = Field(
+        default_factory=dict,
+        description="Prune only configurations whose parameters have these values, e.g. "
+                    "{model: seed_cnn}; default: every one.")
+
+
+class QatSection(BaseModel):
+    """Quantization-aware training (dwsearch.compress.qat): each trained model is quantized
+    post-training to int8 (ExecuTorch, XNNPACK) and its program's validation accuracy
+    measured; where it loses more than max_drop, QAT with the same quantizer fine-tunes it."""
+
+    model_config = _STRICT
+    max_drop: float = Field(0.01, ge=0, le=1, description="Accuracy loss of post-training "
+                                                          "int8 that triggers QAT (0.01: one "
+                                                          "point).")
+    epochs: int = Field(1, ge=1, le=1000, description="Epochs of QAT.")
+    lr: float | None = Field(None, gt=0, le=10, description="QAT's learning rate; default: "
+                                                             "a tenth of the recipe's.")
+    calibration_images: int = Field(128, ge=1, le=100_000)
+    force: bool = Field(False, description="Run QAT whatever post-training int8 loses.")
+
+
 class StudyModel(BaseModel):
     """A dwsearch study: what to train, what to vary, what to optimize, and how long."""
 
@@ -484,6 +554,11 @@ class StudyModel(BaseModel):
     deploy: DeploySection = Field(default_factory=DeploySection,
                                   description="Runtimes and precisions to measure each "
                                               "trained model in (default: none).")
+    prune: PruneSection | None = Field(None, description="Prune trained models (default: "
+                                                          "none).")
+    qat: QatSection | None = Field(None, description="Quantization-aware training where "
+                                                     "post-training int8 loses too much "
+                                                     "(default: none).")
     claims: ClaimsSection | None = Field(
         None, description="Claims of a document about the study's models, each with a rule; "
                           "the report checks them (see README). Not part of what the study "
@@ -496,7 +571,8 @@ def config_defaults() -> dict[str, Any]:
     for name, field in StudyModel.model_fields.items():
         if not field.is_required():
             value = field.get_default(call_default_factory=True)
-            out[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            out[name] = (value.model_dump(mode="json", by_alias=True)
+                         if isinstance(value, BaseModel) else value)
     return out
 
 
@@ -647,6 +723,12 @@ class StudyConfig:
         return self.model.name
 
     @property
+    def distill(self) -> DistillSection | None:
+        """The train.distill section (the teacher), or None."""
+        section: DistillSection | None = getattr(self.model.train, "distill", None)
+        return section
+
+    @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
@@ -657,11 +739,12 @@ class StudyConfig:
 
     def train_config(self, **changes: Any) -> TrainConfig:
         train = typing.cast(BaseModel, self.model.train)
-        return TrainConfig(**{**train.model_dump(), **changes})
+        values = {k: v for k, v in train.model_dump().items() if k not in STUDY_TRAIN_FIELDS}
+        return TrainConfig(**{**values, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         """The study as plain data, every default filled in (stored with the study)."""
-        return self.model.model_dump(mode="json")
+        return self.model.model_dump(mode="json", by_alias=True)
 
     def error(self, path: str, message: str) -> StudyError:
         """A located error about this study: ``file: key.path: message``."""
@@ -744,7 +827,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if not candidates:
             return []
         current = candidates[0]
-    return list(getattr(current, "model_fields", {}))
+    return [f.alias or name for name, f in getattr(current, "model_fields", {}).items()]
 
 
 def _dimension_error(key: str, value: Any, source: str) -> StudyError | None:
@@ -999,7 +1082,8 @@ def _parse(data: Any, source: str, directory: str | Path, overrides: tuple[str, 
                          f"not starting with a symbol), found {model.name!r}")
     for section, cls in (("train", TrainConfig), ("data", DataConfig)):
         try:
-            cls(**getattr(model, section).model_dump())
+            cls(**{k: v for k, v in getattr(model, section).model_dump().items()
+                   if k not in STUDY_TRAIN_FIELDS})
         except ConfigError as err:
             raise StudyError(f"{source}: {section}.{err}") from err
     objectives = tuple(
@@ -1039,6 +1123,12 @@ def _parse(data: Any, source: str, directory: str | Path, overrides: tuple[str, 
     if val_size == 0 and any(o.metric.endswith("val_accuracy") for o in objectives):
         raise StudyError(f"{source}: data.val_size: 0 leaves no validation split, and the "
                          f"objectives need validation accuracy; use a positive size")
+    if model.qat is not None and val_size == 0:
+        raise StudyError(f"{source}: qat: quantization-aware training compares int8 accuracy "
+                         f"on the validation split, and data.val_size is 0; use a positive "
+                         f"size")
+    if model.prune is not None:
+        _check_prune(model, source)
     timeout = parse_timeout(model.timeout, f"{source}: timeout")
     if sampler.name in ("tpe", "nsga2", "random") and model.n_trials is None and timeout is None:
         raise StudyError(f"{source}: n_trials: sampler {sampler.name!r} needs n_trials or a "
@@ -1058,6 +1148,48 @@ def _parse(data: Any, source: str, directory: str | Path, overrides: tuple[str, 
                     f"by step); drop log, or list the values, e.g. [0.01, 0.03, 0.1]")
     return StudyConfig(model, source, Path(directory), objectives, constraints, sampler, pruner,
                        timeout, overrides, _claims(model.claims))
+
+
+def prune_target(section: PruneSection, where: str) -> tuple[str, float | None, str | None]:
+    """The prune: section's target as (metric, value, model): a ratio or count, or the
+    name or file of a spec whose count it is (value None)."""
+    from dwsearch.compress.config import PruneTarget
+
+    raw: Any = section.target
+    if isinstance(raw, str):
+        key, sep, text = raw.partition("=")
+        raw = {key.strip(): text.strip()} if sep else raw
+    if isinstance(raw, Mapping) and len(raw) == 1:
+        ((metric, value),) = raw.items()
+        if metric in ("macs", "params") and isinstance(value, str) and not re.match(
+                r"^\s*(\d+(\.\d*)?|\.\d+)\s*[KMGkmg]?\s*$", value):
+            if not value.strip():
+                raise StudyError(f"{where}: {metric}: expected a ratio, a count or a model, "
+                                 f"found ''")
+            return metric, None, value.strip()
+    try:
+        target = PruneTarget.parse(raw)
+    except ConfigError as err:
+        raise StudyError(f"{where}: {str(err).removeprefix('target: ')}") from err
+    return target.metric, target.value, None
+
+
+def _check_prune(model: StudyModel, source: str) -> None:
+    assert model.prune is not None
+    prune_target(model.prune, f"{source}: prune.target")
+    for key in model.prune.when:
+        if key not in model.space:
+            raise StudyError(f"{source}: prune.when.{key}: not a key of space; allowed: "
+                             f"{', '.join(model.space) or 'none (the space is empty)'}")
+    if model.prune.from_ == "base":
+        varied = [k for k in model.space if not k.startswith("train.")]
+        if varied:
+            raise StudyError(f"{source}: space.{varied[0]}: prune.from base prunes the study's "
+                             f"base in every trial, so the space may vary only train.* (the "
+                             f"fine-tuning); use prune.from trial to prune each configuration")
+        if model.prune.when:
+            raise StudyError(f"{source}: prune.when: prune.from base prunes every trial; drop "
+                             f"when, or use prune.from trial")
 
 
 @checked(StudyError)

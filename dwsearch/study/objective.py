@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from dwsearch.errors import StudyError
 from dwsearch.metrics import METRICS, after_training, before_training, broken_constraints
 from dwsearch.records import RunRecord
 from dwsearch.spec import ModelSpec
+from dwsearch.study.compression import Compression, TrialCompression, for_trial, train_changes
 from dwsearch.study.config import StudyConfig
 from dwsearch.study.space import Space
 
@@ -43,12 +44,16 @@ class Run:
     data: DataConfig
     seed: int
     key: str  # equal keys: equal runs (architecture, recipe, data, seed, device kind)
+    # Distillation, pruning, QAT this run gets (dwsearch.study.compression); None: none.
+    compression: TrialCompression | None = None
 
 
-def run_key(spec_hash: str, train: Any, data: DataConfig, test: bool, device: str) -> str:
+def run_key(spec_hash: str, train: Any, data: DataConfig, test: bool, device: str,
+            compression: Mapping[str, Any] | None = None) -> str:
     """What makes two runs the same run: the canonical spec hash, the recipe (without what
-    only changes speed), the data configuration, whether the test set is evaluated and the
-    kind of device (a CUDA run and a CPU run of one recipe differ in their numbers)."""
+    only changes speed), the data configuration, whether the test set is evaluated, the
+    kind of device (a CUDA run and a CPU run of one recipe differ in their numbers) and how
+    it is compressed (the teacher's spec hash and weights checksum, the pruning, QAT)."""
     recipe = asdict(train)
     for runtime in ("threads", "compile", "channels_last"):
         recipe.pop(runtime)  # how fast, not what is trained
@@ -56,21 +61,32 @@ def run_key(spec_hash: str, train: Any, data: DataConfig, test: bool, device: st
     data_fields = asdict(data)
     data_fields.pop("download")
     payload = {"spec": spec_hash, "train": recipe, "data": data_fields, "test": test}
+    if compression:  # absent for uncompressed runs: their keys are what they always were
+        payload["compression"] = dict(compression)
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def prepare(study: StudyConfig, space: Space, config: Mapping[str, Any], *, seed: int,
-            device: str, threads: int | None, data: DataConfig, device_kind: str) -> Run:
+            device: str, threads: int | None, data: DataConfig, device_kind: str,
+            compression: Compression | None = None) -> Run:
     """The spec, recipe and run key of ``config`` (dimension -> value) trained with ``seed``
-    on ``device``. A configuration that changes the model drops the base's name (it is
-    another network)."""
-    spec, train_changes = space.apply(config)
+    on ``device``, and what of the study's ``compression`` (resolved once per process) it
+    gets. A configuration that changes the model drops the base's name (it is another
+    network)."""
+    spec, changes = space.apply(config)
     if set(config) - {"model"}:
         spec = type(spec)(spec.input_shape, spec.num_classes, spec.layers, None)
-    recipe = study.train_config(**train_changes, seed=seed, device=device, threads=threads)
+    recipe = study.train_config(**train_changes(changes), seed=seed, device=device,
+                                threads=threads)
+    compressed = for_trial(compression, config, changes)
+    if compressed is not None and compressed.prune is not None and (
+            compressed.prune_from == "base"):
+        compressed = replace(compressed, base_train=study.train_config(
+            seed=seed, device=device, threads=threads))
     return Run(spec, recipe, data, seed,
-               run_key(spec.hash(), recipe, data, study.model.test, device_kind))
+               run_key(spec.hash(), recipe, data, study.model.test, device_kind,
+                       compressed.key if compressed is not None else None), compressed)
 
 
 def constraint_check(constraints: Sequence[Any], known: dict[str, Any]
@@ -96,7 +112,7 @@ def constraint_check(constraints: Sequence[Any], known: dict[str, Any]
 def train(run: Run, splits: Any, *, test: bool, callbacks: Iterable[Callable[[Any], None]],
           latency: bool, check: Callable[[Any, Any], None] | None,
           keep: Path | None, extra: Mapping[str, Any],
-          deploy: Any = None) -> RunRecord:
+          deploy: Any = None, sources: Path | None = None) -> RunRecord:
     """Train ``run`` on ``splits`` (loaded once per worker); :class:`Infeasible` when the
     check refuses it before training. ``keep``: where to write the trained weights (a state
     dict, once, when the run completes). With ``deploy`` (the study's deploy: section, with
@@ -105,15 +121,124 @@ def train(run: Run, splits: Any, *, test: bool, callbacks: Iterable[Callable[[An
     from dwsearch.run import train_spec
 
     measure = _deployer(deploy, run.seed) if deploy is not None and deploy.runtimes else None
+    compressed = run.compression
+    qat: dict[str, Any] = {}
 
     def after(model: Any, trained: Any) -> Mapping[str, Any] | None:
         if keep is not None:
             _keep_weights(model, keep)
-        return measure(model, trained) if measure is not None else None
+        measured = measure(model, trained) if measure is not None else None
+        if compressed is not None and compressed.qat is not None:
+            qat.update(_quantization_aware(model, trained, run, compressed.qat, deploy))
+        return measured
 
-    return train_spec(run.spec, splits, run.train, test=test, callbacks=list(callbacks),
-                      progress=False, latency=latency, data_config=run.data, extra=extra,
-                      check=check, deploy=after)
+    distill = compressed.distill if compressed is not None else None
+    if compressed is None or compressed.prune is None:
+        record = train_spec(run.spec, splits, run.train, test=test, callbacks=list(callbacks),
+                            progress=False, latency=latency, data_config=run.data,
+                            extra=extra, check=check, deploy=after, distill=distill)
+    else:
+        from dwsearch.compress.prune import prune_model
+
+        source, origin = _source(run, compressed, splits, callbacks, sources)
+        if not isinstance(source, dict):
+            return source  # the source's training did not complete: its record says why
+        pruned = prune_model(source["model"], compressed.prune.target,
+                             importance=compressed.prune.importance, train=splits.train,
+                             taylor_batches=compressed.prune.taylor_batches,
+                             taylor_batch_size=compressed.prune.taylor_batch_size,
+                             seed=run.seed)
+        from dwsearch.compress.compare import val_accuracy
+
+        info = {"from": origin, "target": str(pruned.target), "metric": pruned.target.metric,
+                "value": pruned.target.value, "importance": pruned.importance,
+                "ratio": pruned.ratio, "before": asdict(pruned.before),
+                "after": asdict(pruned.after), "bn": pruned.bn,
+                "finetune_epochs": compressed.prune.finetune_epochs,
+                "val_accuracy_before": source["val_accuracy"],
+                "val_accuracy_pruned": val_accuracy(pruned.model, splits, run.train),
+                "source_train_seconds": source["train_seconds"]}
+        recipe = replace(run.train, epochs=compressed.prune.finetune_epochs)
+        record = train_spec(pruned.spec, splits, recipe, test=test,
+                            callbacks=list(callbacks) if compressed.prune_from == "base" else [],
+                            progress=False, latency=latency, data_config=run.data,
+                            extra=extra, check=check, deploy=after, distill=distill,
+                            weights=pruned.model.state_dict(), compression={"prune": info})
+    if qat:
+        record = replace(record, compression={**(record.compression or {}), "qat": qat})
+    return record
+
+
+def _source(run: Run, compressed: TrialCompression, splits: Any,
+            callbacks: Iterable[Callable[[Any], None]], sources: Path | None
+            ) -> tuple[dict[str, Any] | RunRecord, dict[str, Any]]:
+    """The trained model a trial prunes: its configuration trained with the recipe (from
+    trial), or the study's base trained with the recipe and the trial's seed, kept in
+    ``sources`` and reused by the next trials of that seed (from base). Returns the model,
+    its validation accuracy and training time, and its identity; or the source's record
+    where its training did not complete."""
+    import torch
+
+    from dwsearch.builder import build_model
+    from dwsearch.compress.compare import val_accuracy
+    from dwsearch.compress.distill import weights_checksum
+    from dwsearch.run import train_spec
+    from dwsearch.train.checkpoint import load_weights, read_weights
+
+    from_base = compressed.prune_from == "base" and compressed.base is not None
+    spec = compressed.base if from_base and compressed.base is not None else run.spec
+    recipe = compressed.base_train if from_base and compressed.base_train else run.train
+    cached = None
+    if compressed.prune_from == "base" and sources is not None:
+        key = run_key(spec.hash(), recipe, run.data, False, str(recipe.device),
+                      {"distill": dict(compressed.key.get("distill") or {})})
+        cached = sources / f"source-{key}.pt"
+    box: dict[str, Any] = {}
+    if cached is not None and cached.is_file():
+        model = build_model(spec)
+        load_weights(model, read_weights(cached), f"{cached}: the weights do not fit the base")
+        box.update(model=model.eval(), train_seconds=0.0)
+    else:
+        def keep(model: Any, trained: Any) -> None:
+            box["model"] = model
+            if cached is not None:
+                _keep_weights(model, cached)
+
+        record = train_spec(spec, splits, recipe, test=False, progress=False, latency=False,
+                            data_config=run.data, distill=run.compression.distill
+                            if run.compression is not None else None,
+                            callbacks=list(callbacks) if compressed.prune_from == "trial"
+                            else [], deploy=keep)
+        if record.status != "completed":
+            return record, {}
+        box["train_seconds"] = record.train_seconds
+    model = box["model"].cpu().eval()
+    with torch.no_grad():
+        box["val_accuracy"] = val_accuracy(model, splits, recipe)
+    box["model"] = model
+    origin = {"spec_hash": spec.hash(), "weights": weights_checksum(model), "name": spec.name,
+              "file": str(cached) if cached is not None else None,
+              "source": compressed.prune_from}
+    return box, origin
+
+
+def _quantization_aware(model: Any, splits: Any, run: Run, section: Any, deploy: Any
+                        ) -> dict[str, Any]:
+    """Post-training int8 of the trained model and, where it loses more than the section's
+    max_drop, QAT (dwsearch.compress.qat); plain data for the record's compression."""
+    import copy
+
+    from dwsearch.compress.config import QatConfig
+    from dwsearch.compress.qat import quantization_aware
+
+    config = QatConfig(section.max_drop, section.epochs, section.calibration_images,
+                       section.force)
+    lr = section.lr if section.lr is not None else run.train.lr / 10
+    threads = deploy.threads if deploy is not None else 1
+    result = quantization_aware(copy.deepcopy(model).cpu().eval(), splits,
+                                replace(run.train, lr=lr), config, threads=threads,
+                                progress=False)
+    return {**result.record(), "lr": lr}
 
 
 def _keep_weights(model: Any, path: Path) -> None:

@@ -9,6 +9,7 @@ Several machines run the same command against one database (``--storage postgres
 from __future__ import annotations
 
 import copy
+import json
 import multiprocessing
 import os
 import queue
@@ -148,6 +149,19 @@ def _child(plan: Plan, url: str, options: WorkerOptions, events: Any) -> None:
 
 
 @checked(StudyError, hints={"config": "read a study file with load_config(path) first"})
+def check_compression(config: StudyConfig, plan: Plan, url: str) -> None:
+    """The study's compression levers resolved and tried on the configurations it lays out
+    (a sampled study: its base), before anything trains (see dwsearch.study.compression)."""
+    from dwsearch.study import compression
+
+    resolved = compression.resolve(config, plan.space, url)
+    configs = list(dict.fromkeys(
+        json.dumps(slot.config, sort_keys=True) for slot in plan.slots[:10_000]
+        if slot.config is not None))
+    compression.check(config, plan.space, resolved,
+                      [json.loads(c) for c in configs] or [{}])
+
+
 def run_study(
     config: StudyConfig,
     *,
@@ -176,6 +190,8 @@ def run_study(
                          f"sqlite:///PATH.db")
     if config.model.keep_weights:
         _check_weights_folder(options, url, config.name)
+    # Teacher, pruning target, QAT's runtime: tried before the data loads or anything trains.
+    check_compression(config, plan, url)
     # The data before the storage: a missing dataset must not leave a half-made study.
     data = StudyData(plan, options).preload()
     handle = open_study(plan, storage, create=True, worker=options.worker_id)

@@ -52,6 +52,21 @@ __all__ = ["Dimension", "Space", "Suggest", "config_hash", "make_divisible"]
 # runs, not what is being compared.
 TRAIN_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "nesterov", "batch_size",
                 "epochs", "label_smoothing", "schedule", "augment")
+# Distillation settings a space may vary (train.distill.alpha: [0, 0.9] compares training
+# without the teacher and with it, paired by seed).
+DISTILL_FIELDS = ("distill.alpha", "distill.temperature")
+
+
+def _check_distill_value(name: str, value: Any) -> None:
+    from dwsearch.compress.config import DistillConfig
+    from dwsearch.errors import ConfigError
+
+    try:
+        DistillConfig("teacher", **{name.split(".")[1]: value})
+    except ConfigError as err:
+        raise StudyError(str(err)) from err
+
+
 # Combinations a grid or an ablation may enumerate, counted before duplicates are removed (two
 # names of one block, widths that round alike): enumerating is what costs. Also the limit on
 # the values of all choice lists together (make_plan builds a model for each).
@@ -237,17 +252,23 @@ class Space:
             return Dimension(key, "width", choices=choices, range=rng)
         if key.startswith("train."):
             name = key[len("train."):]
-            if name not in TRAIN_FIELDS:
-                hint = _close(name, TRAIN_FIELDS)
+            if name not in TRAIN_FIELDS + DISTILL_FIELDS:
+                hint = _close(name, TRAIN_FIELDS + DISTILL_FIELDS)
                 raise StudyError(f"{where}: {name!r} is not a training field a space can vary; "
-                                 f"{hint}allowed: {', '.join(TRAIN_FIELDS)}")
+                                 f"{hint}allowed: {', '.join(TRAIN_FIELDS + DISTILL_FIELDS)}")
+            if name in DISTILL_FIELDS and self.config.distill is None:
+                raise StudyError(f"{where}: the study has no train.distill section (the "
+                                 f"teacher) to vary {name.split('.')[1]} of; add one")
             self._no_layer_options(where, per_layer, when)
             dim = Dimension(key, "train", arg=name, choices=choices, range=rng)
             probe: tuple[Any, ...] = choices if rng is None else (rng.low, rng.high)
             for value in probe:
                 changes: dict[str, Any] = {name: value}
                 try:
-                    replace(self.config.train_config(), **changes)
+                    if name in DISTILL_FIELDS:
+                        _check_distill_value(name, value)
+                    else:
+                        replace(self.config.train_config(), **changes)
                 except DwsearchError as err:
                     hint = describe_found(value)[len(repr(value)):] if isinstance(
                         value, str) else ""  # '1e-3': YAML's text, with how to write it
@@ -650,6 +671,9 @@ class Space:
                     train: TrainConfig) -> Any:
         if dim.kind == "width":
             return 1.0
+        if dim.kind == "train" and dim.arg in DISTILL_FIELDS:
+            distill = self.config.distill
+            return getattr(distill, dim.arg.split(".")[1])
         if dim.kind == "train":
             return getattr(train, dim.arg)
         found = {json.dumps(_layer_value(draft.layer(i), dim.arg)) for i in layers}

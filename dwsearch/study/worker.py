@@ -40,7 +40,7 @@ from typing import Any
 from dwsearch.data.config import DataConfig
 from dwsearch.errors import DwsearchError, StudyError, first_line, reason
 from dwsearch.records import RunRecord, TrialInfo
-from dwsearch.study import objective
+from dwsearch.study import compression, objective
 from dwsearch.study.options import GRACE_BEATS, WorkerOptions
 from dwsearch.study.plan import (
     REPLACED_KEY,
@@ -278,6 +278,9 @@ class Worker:
                                                                 self.config.constraints}
         self.measure_latency = self.config.model.latency or "latency" in needs
         self._device = self.data.device
+        # Teacher loaded, pruning target counted: once per worker process.
+        self.compression = compression.resolve(self.config, plan.space,
+                                               handle.raw_url or handle.url)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -536,7 +539,8 @@ class Worker:
                            trial.number if self.config.model.seeds == "per_trial" else None)
         run = objective.prepare(self.config, space, config, seed=seed,
                                 device=self.options.device, threads=self.options.threads,
-                                data=self.data.config(), device_kind=self._device)
+                                data=self.data.config(), device_kind=self._device,
+                                compression=self.compression)
         info = info.replace(seed=seed, run_key=run.key)
         self._write_info(trial._trial_id, info)
 
@@ -561,7 +565,7 @@ class Worker:
                 latency=self.measure_latency, check=check, keep=weights,
                 extra={"study": self.config.name, "trial": trial.number,
                        "repeat": info.repeat, "config": config},
-                deploy=self.config.model.deploy)
+                deploy=self.config.model.deploy, sources=self._sources())
         except objective.Infeasible as err:
             self._fail(trial, info, "infeasible", str(err), started)
             return
@@ -664,6 +668,14 @@ class Worker:
                                  record.val_accuracy, record.macs,
                                  time.monotonic() - started,
                                  f"same run as trial {source.number}: result reused"))
+
+    def _sources(self) -> Path | None:
+        """Where prune.from base keeps the trained base of each seed (beside the weights)."""
+        if self.compression is None or self.compression.prune_from != "base":
+            return None
+        folder = (Path(self.options.weights_dir) if self.options.weights_dir
+                  else weights_folder(self.handle.raw_url or self.handle.url, self.config.name))
+        return folder / "sources"
 
     def _weights_path(self, number: int) -> Path:
         """Where trial ``number`` keeps its weights: ``--weights-dir``, else beside the
