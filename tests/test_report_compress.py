@@ -401,3 +401,21 @@ def _compressed_once(frames: StudyFrames) -> StudyFrames:
     configs = frames.configs.copy()
     configs.loc[configs.index[-1], "compression"] = "pruned"
     return replace(frames, trials=trials, configs=configs)
+
+
+def test_compressed_trials_outside_the_statistics_are_a_note(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'failed.db'}"
+    trials = [synthetic.Trial({}, BASE, 0, 0, "base", name="seed_cnn"),
+              synthetic.Trial(PRUNE, PRUNED, 0, 0, "grid", status="diverged",
+                              error="diverged: non-finite loss at epoch 2",
+                              record_changes={"compression": {"prune": _prune(0)}})]
+    name = synthetic.write_study(url, {"name": "failed", "base": "seed_cnn", "sampler": "grid",
+                                       "space": {"model": ["seed_cnn"]}}, trials,
+                                 base_name="seed_cnn", base_spec=BASE, baselines=[BASE])
+    frames = make_frames(load_results(name, url))
+    assert list(frames.trials["compression"]) == ["none", "pruned"]
+    (section,) = [s for s in build_document(frames, command="x").sections
+                  if s.id == "compression"]
+    assert [getattr(b, "text", None) for b in section.blocks] == [
+        "1 trial(s) compressed a model, but none is in the statistics: see the last section "
+        "for why."]
