@@ -432,8 +432,9 @@ def _compression(frames: StudyFrames) -> Section | None:
     blocks: list[Any] = [Text(
         "Models compressed after or while training: **distilled** (trained against a "
         "teacher's soft targets as well as the labels), **pruned** (channels cut from a "
-        "trained model, then fine-tuned), **qat** (int8 after quantization-aware training "
-        "where post-training int8 lost too much); block choice is the search's own models, "
+        "trained model, then fine-tuned), **QAT** (quantized to int8 after training, and "
+        "trained quantization-aware where that lost more than allowed); block choice is the "
+        "search's own models, "
         "trained as sampled. Accuracy is the run record's validation accuracy, mean ± sd over "
         "seeds; latency "
         + ("in ms on each runtime the study deployed to (median, mean over seeds)."
