@@ -51,8 +51,8 @@ MANIFEST_FORMAT = 1
 # is removed only if it has one of these names), and in a report folder made before manifests
 # existed only files of these names that the old report wrote are replaced or removed.
 _FIXED = ("index.html", "README.md", "trials.csv", "configurations.csv")
-_OWN_PNG = re.compile(r"^(pareto_\w+|ablation|learning_curves|speed|layers_\d+|diagram_\d+)"
-                      r"\.png$")
+_OWN_PNG = re.compile(r"^(pareto_\w+|ablation|compression|learning_curves|speed|layers_\d+|"
+                      r"diagram_\d+)\.png$")
 
 
 def _own_name(name: str) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +34,15 @@ from dwsearch.spec import parse_layer_key
 from dwsearch.study.results import StudyResults, TrialResult
 
 __all__ = [
+    "COMPRESSION_FIELDS",
+    "COMPRESSION_METHODS",
     "COST_COLUMNS",
     "DEPLOY_COLUMNS",
     "DEPLOY_EAGER",
     "OBJECTIVE_COLUMNS",
+    "CompressionField",
     "StudyFrames",
+    "compression_label",
     "config_label",
     "epochs_frame",
     "layers_frame",
@@ -54,6 +58,97 @@ DEPLOY_COLUMNS = {m.run_column: m.column for m in METRICS.values()
 DEPLOY_EAGER = "deploy_eager_ms"
 # The costs that accuracy is plotted against, each with its own front.
 COST_COLUMNS = {"params": "parameters", "macs": "MACs", "latency_ms": "latency (ms)"}
+
+# How a trial's model was compressed (RunRecord.compression, by method): the method's key ->
+# its label, in the order combined labels are written ("distilled+pruned+qat"). "none": a
+# block-choice trial, trained as sampled.
+COMPRESSION_METHODS = {"distill": "distilled", "prune": "pruned", "qat": "qat"}
+NOT_COMPRESSED = "none"
+
+
+@dataclass(frozen=True)
+class CompressionField:
+    """One setting or measurement of a compressed trial: a per-run column read from
+    ``record.compression[method]`` at ``path``, and a per-configuration column of the same
+    name."""
+
+    column: str
+    method: str  # a key of COMPRESSION_METHODS
+    path: tuple[str, ...]  # keys inside compression[method]
+    over_seeds: str  # per configuration: "mean" (a measurement) or "first" (a setting)
+    read: Callable[[Any], Any] | None = None  # the stored value -> the cell (None: as stored)
+
+
+def _count_of(value: Any) -> Any:
+    """A number of epochs stored as the number or as the list of the epochs' metrics."""
+    return len(value) if isinstance(value, (list, tuple)) else value
+
+
+COMPRESSION_FIELDS = (
+    CompressionField("teacher_name", "distill", ("teacher_name",), "first"),
+    CompressionField("teacher_spec_hash", "distill", ("teacher_spec_hash",), "first"),
+    CompressionField("distill_alpha", "distill", ("alpha",), "first"),
+    CompressionField("distill_temperature", "distill", ("temperature",), "first"),
+    CompressionField("teacher_logits", "distill", ("teacher_logits",), "first"),  # or per_batch
+    CompressionField("teacher_seconds", "distill", ("teacher_seconds",), "mean"),  # cached only
+    CompressionField("prune_from", "prune", ("from", "name"), "first"),
+    CompressionField("prune_from_hash", "prune", ("from", "spec_hash"), "first"),
+    CompressionField("prune_target", "prune", ("target",), "first"),  # e.g. "{macs: 0.5}"
+    CompressionField("prune_importance", "prune", ("importance",), "first"),
+    CompressionField("prune_ratio", "prune", ("ratio",), "mean"),  # share of channels cut
+    CompressionField("params_before_prune", "prune", ("before", "params"), "first"),
+    CompressionField("macs_before_prune", "prune", ("before", "macs"), "first"),
+    CompressionField("prune_finetune_epochs", "prune", ("finetune_epochs",), "first"),
+    # The source's validation accuracy, and the pruned model's before fine-tuning.
+    CompressionField("val_accuracy_before_prune", "prune", ("val_accuracy_before",), "mean"),
+    CompressionField("val_accuracy_pruned", "prune", ("val_accuracy_pruned",), "mean"),
+    # Validation accuracy in fp32, of the post-training int8 program and after QAT (None:
+    # QAT did not run); ran_qat's mean over seeds is the share of seeds that ran it.
+    CompressionField("fp32_val_accuracy", "qat", ("fp32_accuracy",), "mean"),
+    CompressionField("ptq_val_accuracy", "qat", ("ptq_accuracy",), "mean"),
+    CompressionField("qat_val_accuracy", "qat", ("qat_accuracy",), "mean"),
+    CompressionField("ran_qat", "qat", ("ran_qat",), "mean"),
+    CompressionField("qat_max_drop", "qat", ("max_drop",), "first"),
+    CompressionField("qat_epochs", "qat", ("epochs",), "first", _count_of),
+)
+_COMPRESSION_COLUMNS = ["compression", *(f.column for f in COMPRESSION_FIELDS)]
+_COMPRESSION_MEANS = [f.column for f in COMPRESSION_FIELDS if f.over_seeds == "mean"]
+
+
+def _applied(compression: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    """The methods a record's model went through, method -> its data. Distillation with
+    alpha 0 is plain training (the teacher's term has no weight), so it does not count."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for method in COMPRESSION_METHODS:
+        entry = (compression or {}).get(method)
+        if not isinstance(entry, Mapping):
+            continue
+        if method == "distill" and entry.get("alpha") == 0:
+            continue
+        out[method] = entry
+    return out
+
+
+def compression_label(compression: Mapping[str, Any] | None) -> str:
+    """How a record's model was compressed, for people: "none", "distilled", "pruned",
+    "qat", or the methods joined by "+" in that order ("pruned+qat")."""
+    applied = _applied(compression)
+    return "+".join(COMPRESSION_METHODS[m] for m in applied) or NOT_COMPRESSED
+
+
+def _compression_cells(compression: Mapping[str, Any] | None) -> dict[str, Any]:
+    applied = _applied(compression)
+    row: dict[str, Any] = {"compression": compression_label(compression)}
+    for entry in COMPRESSION_FIELDS:
+        value: Any = applied.get(entry.method)
+        for key in entry.path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value is not None and entry.read is not None:
+            value = entry.read(value)
+        row[entry.column] = value
+    return row
+
+
 _STATE_STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "error",
                  "RUNNING": "running", "WAITING": "waiting"}
 MAX_DETAILED = DEFAULT_DETAIL
@@ -181,6 +276,7 @@ def _trial_row(trial: TrialResult, objectives: Sequence[str]) -> dict[str, Any]:
             "host": record.host,
             "bn": record.bn,
             "lossy_data": record.lossy_data,
+            **_compression_cells(record.compression),
         })
         if record.deploy is not None:
             eager = record.deploy.get("eager")
@@ -202,6 +298,7 @@ _COLUMNS = [
     "train_seconds", "record_status", "device", "device_name", "latency_device", "precision",
     "threads", "host", "bn", "lossy_data", "reused_from", "retry_of", "retried_as", "worker",
     "weights", "error", "started", "finished", DEPLOY_EAGER, *DEPLOY_COLUMNS,
+    *_COMPRESSION_COLUMNS,
 ]
 
 
@@ -315,11 +412,11 @@ def _configs(runs: pd.DataFrame, baselines: Mapping[str, str],
             "best_val_mean", "test_mean", "test_std", "latency_ms", "train_ips",
             "train_ips_std", "train_seconds", "epochs", "reused", "device_name", "baseline",
             "is_base", "on_front", "front_params", "front_macs", "front_latency_ms",
-            DEPLOY_EAGER, *DEPLOY_COLUMNS.values()])
+            DEPLOY_EAGER, *DEPLOY_COLUMNS.values(), *_COMPRESSION_COLUMNS])
     numeric = runs.astype({c: float for c in ("val_accuracy", "best_val_accuracy",
                                               "test_accuracy", "latency_ms", "train_ips",
                                               "train_seconds", DEPLOY_EAGER,
-                                              *DEPLOY_COLUMNS)})
+                                              *DEPLOY_COLUMNS, *_COMPRESSION_MEANS)})
     grouped = numeric.groupby("config_hash", sort=False)
     configs = grouped.agg(
         id=("trial", "min"), label=("label", "first"), role=("role", "first"),
@@ -335,6 +432,8 @@ def _configs(runs: pd.DataFrame, baselines: Mapping[str, str],
         reused=("reused", "any"), device_name=("device_name", "first"),
         **{DEPLOY_EAGER: (DEPLOY_EAGER, "mean")},
         **{column: (run_column, "mean") for run_column, column in DEPLOY_COLUMNS.items()},
+        compression=("compression", "first"),
+        **{f.column: (f.column, f.over_seeds) for f in COMPRESSION_FIELDS},
     )
     # int(): a column with a missing seed (a killed trial) is float; seeds are integers
     seeds = grouped["seed"].agg(lambda s: ",".join(str(int(v)) for v in sorted(s)))

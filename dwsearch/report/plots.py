@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from matplotlib.ticker import Formatter, LogLocator, NullFormatter, PercentForma
 
 __all__ = [
     "ablation_figure",
+    "compression_figure",
     "layers_figure",
     "learning_curves_figure",
     "pareto_figure",
@@ -148,6 +149,54 @@ def pareto_figure(
     ax.grid(True, alpha=0.3)
     # "best" keeps points visible; it scans every point, so large studies take a fixed corner
     ax.legend(fontsize=7.5, loc="lower right" if many else "best", framealpha=0.85)
+    return fig
+
+
+# One marker per compression method in compression_figure, in the order the methods come.
+METHOD_MARKERS = ["o", "^", "s", "D", "v", "P", "X", "h"]
+UNCOMPRESSED_COLOR = "#9aa5b1"
+
+
+def compression_figure(configs: pd.DataFrame, cost: str, cost_label: str,
+                       methods: Sequence[str], *, names: Mapping[str, str] | None = None,
+                       accuracy: str = "val_mean",
+                       accuracy_label: str = "validation accuracy (mean over seeds)") -> Figure:
+    """Accuracy against one cost, each configuration a point (its standard deviation over
+    seeds as a bar), one marker and colour per compression method (``configs["compression"]``,
+    drawn in the order of ``methods``; the first, block choice, in grey); ``names`` gives a
+    method's legend name."""
+    fig = _figure(7.2, 4.6)
+    ax = fig.add_subplot()
+    data = configs[configs[cost].notna() & configs[accuracy].notna()]
+    many = len(data) > 200
+    for i, method in enumerate(methods):
+        part = data[data["compression"] == method]
+        if part.empty:
+            continue
+        color = UNCOMPRESSED_COLOR if i == 0 else PALETTE[(i - 1) % len(PALETTE)]
+        if not many and "val_std" in part and accuracy == "val_mean":
+            spread = part[part["val_std"].notna()]
+            if len(spread):
+                ax.errorbar(spread[cost], spread[accuracy], yerr=spread["val_std"], fmt="none",
+                            ecolor=color, elinewidth=0.8, capsize=2, alpha=0.7, zorder=2 + i)
+        name = (names or {}).get(method, method)
+        ax.scatter(part[cost], part[accuracy], marker=METHOD_MARKERS[i % len(METHOD_MARKERS)],
+                   s=(8 if many else 26) if i == 0 else 46, color=color, edgecolors="white",
+                   linewidths=0.5, alpha=(0.45 if many else 0.8) if i == 0 else 1.0,
+                   zorder=3 + i, label=f"{name} ({len(part):,})")
+    values = data[cost].astype(float)
+    if len(values) and values.min() > 0 and values.max() / values.min() > 8:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(HumanFormatter())
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.set_xlabel(f"{cost_label} (lower is better)")
+    ax.set_ylabel(accuracy_label)
+    ax.set_title("Accuracy by compression method")
+    ax.grid(True, alpha=0.3)
+    if len(data):  # "best" scans every point: large studies take a fixed corner
+        ax.legend(fontsize=7.5, loc="lower right" if many else "best", framealpha=0.85)
     return fig
 
 

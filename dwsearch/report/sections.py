@@ -27,9 +27,11 @@ from dwsearch.report import claims as claims_mod
 from dwsearch.report import plots
 from dwsearch.report.diagram import diagram_figure
 from dwsearch.report.frame import (
+    COMPRESSION_METHODS,
     COST_COLUMNS,
     DEPLOY_EAGER,
     MAX_DETAILED,
+    NOT_COMPRESSED,
     StudyFrames,
     epochs_frame,
     layers_frame,
@@ -167,6 +169,9 @@ def build_document(frames: StudyFrames, *, command: str,
     deployment = _deployment(frames)
     if deployment is not None:
         sections.append(deployment)
+    compression = _compression(frames)
+    if compression is not None:
+        sections.append(compression)
     claims = _claims(frames)
     if claims is not None:
         sections.append(claims)
@@ -278,6 +283,225 @@ def _deployment(frames: StudyFrames) -> Section | None:
                             alt=f"Pareto front of validation accuracy against "
                                 f"{runtime} {precision} latency", half=True))
     return Section("deployment", "Deployment: where the models run", blocks)
+
+
+_METHOD_NAMES = {NOT_COMPRESSED: "block choice (not compressed)", "qat": "QAT"}
+
+
+def _method_name(method: str) -> str:
+    """A compression method for people: "block choice (not compressed)", "distilled",
+    "distilled + QAT"."""
+    return " + ".join(_METHOD_NAMES.get(p, p) for p in method.split("+"))
+
+
+def _methods(configs: pd.DataFrame) -> list[str]:
+    """Block choice first, then the compression methods the configurations went through:
+    single methods before combinations, each in the order of COMPRESSION_METHODS."""
+    labels = list(COMPRESSION_METHODS.values())
+
+    def order(method: str) -> tuple[int, list[int]]:
+        parts = method.split("+")
+        return len(parts), [labels.index(p) if p in labels else len(labels) for p in parts]
+
+    present = {str(m) for m in configs["compression"].dropna()} - {NOT_COMPRESSED}
+    return [NOT_COMPRESSED, *sorted(present, key=order)]
+
+
+def _uses(method: str, part: str) -> bool:
+    return part in method.split("+")
+
+
+def _latency_columns(configs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(table heading, column, axis label) of the latencies the configurations measured:
+    each deployed program's, else eager PyTorch's on the study's device."""
+    programs = _deployed_programs(configs)
+    if programs:
+        return [(f"{runtime} {precision} ms", column,
+                 f"{_RUNTIME_NAMES[runtime]} {precision} latency (ms)")
+                for runtime, precision, column in programs]
+    if configs["latency_ms"].notna().any():
+        return [("eager latency ms", "latency_ms", "eager PyTorch latency (ms)")]
+    return []
+
+
+def _share_of_seeds(value: Any) -> str:
+    if not _finite(value):
+        return "-"
+    return {1.0: "yes", 0.0: "no"}.get(float(value), f"{value * 100:.0f}% of seeds")
+
+
+def _undistilled(frames: StudyFrames, row: pd.Series) -> str | None:
+    """The configuration ``row`` (a distilled one) is compared with: the same architecture
+    (spec hash) trained without the teacher, compressed otherwise alike; of several, the one
+    sharing the most seeds with it (then the first to run). None: the study has none."""
+    configs = frames.configs
+    wanted = "+".join(p for p in str(row["compression"]).split("+") if p != "distilled")
+    candidates = configs[(configs["spec_hash"] == row["spec_hash"])
+                         & (configs["compression"] == (wanted or NOT_COMPRESSED))]
+    if candidates.empty:
+        return None
+    runs = frames.runs
+    seeds = set(runs.loc[runs["config_hash"] == row["config_hash"], "seed"])
+    shared = [len(seeds & set(runs.loc[runs["config_hash"] == h, "seed"]))
+              for h in candidates["config_hash"]]
+    return str(candidates["config_hash"].iloc[shared.index(max(shared))])
+
+
+def _distilled_table(frames: StudyFrames, rows: pd.DataFrame) -> pd.DataFrame:
+    configs = frames.configs.set_index("config_hash")
+    cells = []
+    for _, row in rows.iterrows():
+        other = _undistilled(frames, row)
+        if other is None:
+            against, n, val, test = "no run of it without the teacher", "-", "-", "-"
+        else:
+            runs = frames.runs[frames.runs["config_hash"].isin([row["config_hash"], other])]
+            diffs = {metric: paired_differences(runs.astype({metric: float}), other, metric)
+                     for metric in ("val_accuracy", "test_accuracy")}
+            val, test = (points(*d.loc[row["config_hash"], ["mean", "low", "high"]])
+                         if row["config_hash"] in d.index else "-" for d in diffs.values())
+            shared = diffs["val_accuracy"]
+            n = (count(shared.loc[row["config_hash"], "n"]) if row["config_hash"] in shared.index
+                 else "0")
+            against = display_name(configs.loc[other], 200)
+        teacher = row["teacher_name"] if isinstance(row["teacher_name"], str) else (
+            row["teacher_spec_hash"] if isinstance(row["teacher_spec_hash"], str) else "-")
+        logits = row["teacher_logits"]
+        cells.append({
+            "configuration": display_name(row, 200), "teacher": teacher,
+            "alpha": num(row["distill_alpha"]), "T": num(row["distill_temperature"]),
+            "teacher logits": logits.replace("_", " ") if isinstance(logits, str) else "-",
+            "without the teacher": against, "shared seeds": n,
+            "Δ validation, points [95% CI]": val, "Δ test, points [95% CI]": test,
+        })
+    return pd.DataFrame(cells)
+
+
+def _pruned_table(rows: pd.DataFrame) -> pd.DataFrame:
+    def before_after(before: Any, after: Any) -> str:
+        return f"{millions(before)} → {millions(after)}"
+
+    return pd.DataFrame({
+        "configuration": [display_name(r, 200) for _, r in rows.iterrows()],
+        "source": [n if isinstance(n, str) else (h if isinstance(h, str) else "-")
+                   for n, h in zip(rows["prune_from"], rows["prune_from_hash"], strict=True)],
+        "target": rows["prune_target"].map(lambda v: v if isinstance(v, str) else "-"),
+        "importance": rows["prune_importance"].map(lambda v: v if isinstance(v, str) else "-"),
+        "channels cut": rows["prune_ratio"].map(lambda v: pct(v, 1)),
+        "MACs": [before_after(b, a) for b, a in zip(rows["macs_before_prune"], rows["macs"],
+                                                     strict=True)],
+        "params": [before_after(b, a) for b, a in zip(rows["params_before_prune"],
+                                                       rows["params"], strict=True)],
+        "source val": rows["val_accuracy_before_prune"].map(pct),
+        "pruned val": rows["val_accuracy_pruned"].map(pct),
+        "fine-tuned val": [pct_pm(m, s) for m, s in zip(rows["val_mean"], rows["val_std"],
+                                                         strict=True)],
+        "fine-tuning epochs": rows["prune_finetune_epochs"].map(count),
+    })
+
+
+def _qat_table(rows: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "configuration": [display_name(r, 200) for _, r in rows.iterrows()],
+        "fp32 val": rows["fp32_val_accuracy"].map(pct),
+        "int8 post-training val": rows["ptq_val_accuracy"].map(pct),
+        "int8 after QAT val": rows["qat_val_accuracy"].map(pct),
+        "QAT ran": rows["ran_qat"].map(_share_of_seeds),
+        "allowed drop (points)": rows["qat_max_drop"].map(
+            lambda v: f"{v * 100:.2f}" if _finite(v) else "-"),
+        "QAT epochs": rows["qat_epochs"].map(count),
+    })
+
+
+def _compression(frames: StudyFrames) -> Section | None:
+    """What compression bought: per method (block choice, distilled, pruned, qat and their
+    combinations) its configurations' accuracy, costs and latency; each method's details
+    (distilled against the same architecture trained without the teacher, paired on seeds;
+    pruned against its source; int8 before and after QAT); accuracy against latency."""
+    compressed = frames.trials["compression"].notna() & (
+        frames.trials["compression"] != NOT_COMPRESSED)
+    if not compressed.any():
+        return None
+    configs = frames.configs
+    methods = _methods(configs)
+    if len(methods) == 1:
+        return Section("compression", "Compression", [Text(
+            f"{int(compressed.sum()):,} trial(s) compressed a model, but none is in the "
+            f"statistics: see the last section for why.", kind="note")])
+    latencies = _latency_columns(configs)
+    blocks: list[Any] = [Text(
+        "Models compressed after or while training: **distilled** (trained against a "
+        "teacher's soft targets as well as the labels), **pruned** (channels cut from a "
+        "trained model, then fine-tuned), **QAT** (quantized to int8 after training, and "
+        "trained quantization-aware where that lost more than allowed); block choice is the "
+        "search's own models, "
+        "trained as sampled. Accuracy is the run record's validation accuracy, mean ± sd over "
+        "seeds; latency "
+        + ("in ms on each runtime the study deployed to (median, mean over seeds)."
+           if latencies and latencies[0][1] != "latency_ms" else
+           "is eager PyTorch's on the study's device (median ms, mean over seeds): the study "
+           "deployed nothing." if latencies else "was not measured."))]
+    for method in methods:
+        rows = configs[configs["compression"] == method].sort_values(
+            "val_mean", ascending=False, kind="stable")
+        if rows.empty:
+            continue
+        table = pd.DataFrame({
+            "configuration": [display_name(r, 200) for _, r in rows.iterrows()],
+            "seeds": rows["n"].map(count),
+            "validation": [pct_pm(m, s) for m, s in zip(rows["val_mean"], rows["val_std"],
+                                                        strict=True)],
+            "MACs": rows["macs"].map(millions),
+            "params": rows["params"].map(millions),
+        })
+        for heading, column, _ in latencies:
+            table[heading] = rows[column].map(ms)
+        more = len(rows) - MAX_CONFIG_ROWS
+        name = _method_name(method)
+        blocks.append(Text(f"**{name[0].upper() + name[1:]}**: {len(rows):,} "
+                           f"configuration(s)."))
+        blocks.append(Table(table.head(MAX_CONFIG_ROWS), caption=(
+            "By mean validation accuracy"
+            + (f"; {more:,} more in configurations.csv" if more > 0 else "") + ".")))
+    distilled = configs[configs["compression"].map(lambda m: _uses(str(m), "distilled"))]
+    if not distilled.empty:
+        blocks.append(Text("**Distillation**: each distilled configuration against the same "
+                           "architecture trained without the teacher, paired on the seeds "
+                           "both ran."))
+        blocks.append(Table(_distilled_table(frames, distilled), caption=(
+            "alpha weighs the teacher's soft targets (the labels get 1 - alpha), T is the "
+            "temperature; the teacher's logits were computed once before training (cached) "
+            "or on each batch. Δ: distilled minus not, mean of the per-seed differences with "
+            "mean ± t(0.975, n-1)·sd/√n over the n shared seeds (n ≥ 2); of several "
+            "configurations without the teacher, the one sharing the most seeds.")))
+    pruned = configs[configs["compression"].map(lambda m: _uses(str(m), "pruned"))]
+    if not pruned.empty:
+        blocks.append(Text("**Pruning**: each pruned configuration against the trained model "
+                           "it was cut from."))
+        blocks.append(Table(_pruned_table(pruned), caption=(
+            "Validation accuracy of the source, of the pruned model before fine-tuning, and "
+            "after fine-tuning (mean ± sd over seeds); MACs and parameters of the source and "
+            "of the pruned model; channels cut: the share each pruned group lost.")))
+    quantized = configs[configs["compression"].map(lambda m: _uses(str(m), "qat"))]
+    if not quantized.empty:
+        blocks.append(Text("**Quantization-aware training**: validation accuracy in fp32, of "
+                           "the post-training int8 program, and of the int8 program after "
+                           "QAT, which runs only where post-training int8 lost more than "
+                           "allowed."))
+        blocks.append(Table(_qat_table(quantized), caption=(
+            "Means over seeds; int8 accuracies are the deployed ExecuTorch programs' on the "
+            "whole validation split. QAT ran: on every seed (yes), none (no), or the share "
+            "of seeds.")))
+    cost, cost_label = ((latencies[0][1], latencies[0][2]) if latencies
+                        else ("macs", "MACs"))
+    names = {m: _method_name(m) for m in methods}
+    figure = plots.compression_figure(configs, cost, cost_label, methods, names=names)
+    blocks.append(Image("compression", plots.png(figure), (
+        f"Validation accuracy against {literal(cost_label)}, one marker per compression "
+        f"method, block choice in grey; each point a configuration (mean over seeds, the "
+        f"bar its standard deviation)."),
+        alt=f"Validation accuracy against {cost_label} by compression method"))
+    return Section("compression", "Compression", blocks)
 
 
 def _paired(frames: StudyFrames, metric: str) -> pd.DataFrame:
