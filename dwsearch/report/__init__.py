@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dwsearch.arguments import checked
 from dwsearch.errors import ReportError, StudyError, reason
 from dwsearch.files import write_atomically
-from dwsearch.study.results import StudyResults
+from dwsearch.study.results import StudyResults, storage_file
 from dwsearch.urls import mask_url
 
 if TYPE_CHECKING:
@@ -179,15 +179,19 @@ def _old_report_files(folder: Path, study: str, names: Collection[str]) -> set[s
     return {n for n in names if n in _FIXED or (n in linked and _OWN_PNG.match(n))}
 
 
-def _earlier_report(folder: Path, study: str) -> set[str]:
+def _earlier_report(folder: Path, study: str, storage: str | None = None) -> set[str]:
     """The files of the earlier report of ``study`` in ``folder`` that a new report may
     replace or remove (none in an empty folder). A folder holding anything but a report of
     this study (and files beside it) is refused: :class:`ReportError`, before anything is
-    written."""
+    written. The study's own storage file (``storage``, a SQLite or journal URL) may lie
+    there: a report kept with its study (it is never touched)."""
     try:
         names = {p.name for p in folder.iterdir()}
     except OSError as err:
         raise ReportError(f"{folder}: cannot read the report folder ({reason(err)})") from err
+    own = storage_file(storage) if storage else None
+    if own is not None and own.parent.resolve() == folder.resolve():
+        names.discard(own.name)
     if not names:
         return set()
     if MANIFEST in names:
@@ -265,7 +269,7 @@ def make_report(results: StudyResults, out_dir: str | Path, *,
         raise ReportError(f"{folder}: cannot create the report folder ({reason(err)})") from err
     if not os.access(folder, os.W_OK):
         raise ReportError(f"{folder}: the report folder is not writable")
-    earlier = _earlier_report(folder, results.name)
+    earlier = _earlier_report(folder, results.name, results.storage)
     frames = make_frames(results)
     timings["frames"] = time.perf_counter() - start
     doc = build_document(frames, command=command or default_command(results, folder),

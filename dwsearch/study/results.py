@@ -27,7 +27,7 @@ from dwsearch.study.storage import (
 )
 
 __all__ = ["StudyResults", "StudySummary", "TrialResult", "find_trial", "kept_weights",
-           "list_studies", "load_results", "trial_record", "trial_spec"]
+           "list_studies", "load_results", "storage_file", "trial_record", "trial_spec"]
 
 
 @dataclass(frozen=True)
@@ -250,10 +250,16 @@ def kept_weights(results: StudyResults, trial: TrialResult) -> Path:
     return path
 
 
-def _storage_folder(url: str) -> Path | None:
-    """The folder of a SQLite or journal file storage (None for a database server)."""
+def storage_file(url: str) -> Path | None:
+    """The file of a SQLite or journal file storage (None for a database server)."""
     scheme, _, rest = url.partition(":")
     if scheme.split("+")[0] not in ("sqlite", "journal") or not rest.startswith("//"):
         return None
     path = Path(rest[3:] if scheme.startswith("sqlite") else rest[2:])
-    return path.parent if str(path) not in ("", ".", ":memory:") else None
+    return path if str(path) not in ("", ".", ":memory:") else None
+
+
+def _storage_folder(url: str) -> Path | None:
+    """The folder of a SQLite or journal file storage (None for a database server)."""
+    path = storage_file(url)
+    return path.parent if path is not None else None
