@@ -259,3 +259,23 @@ def test_any_prune_section_is_accepted_or_one_located_line(section: dict[str, An
     except StudyError as err:
         text = str(err)
         assert "\n" not in text and text.startswith("t.yaml: prune"), text
+
+
+def test_compress_distill_cost_prints_both_paths_against_no_teacher(
+        images: Path, teacher: Path, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from dwsearch.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(TINY_BASE))
+    result = CliRunner().invoke(main, [
+        "compress", "distill", str(spec), "--teacher", str(teacher), "--cost", "--json",
+        "--dataset", "imagefolder", "--data-dir", str(images), "--val-size", "12",
+        "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    cost = json.loads(result.output)
+    assert cost["epochs"] == 2 and cost["images"] == 72 - 12
+    assert all(cost[k] > 0 for k in ("plain", "cached", "augmented", "per_batch"))

@@ -11,6 +11,7 @@ length; ``--lr`` defaults to 0.01 for fine-tuning a checkpoint).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import replace
@@ -72,13 +73,17 @@ def _deployed(models: dict[str, Any], runtimes: tuple[str, ...], splits: Any) ->
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Write the distilled student's checkpoint here.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --checkpoint file.")
+@click.option("--cost", is_flag=True,
+              help="Instead: measure what the teacher costs (training images/s without and "
+                   "with it, cached logits and per batch with augmentation), in one run.")
 @_common
 def distill(spec: str, teacher: str, compare: bool, checkpoint: str | None, overwrite: bool,
-            runtimes: tuple[str, ...], as_json: bool, quiet: bool, **options: Any) -> None:
+            cost: bool, runtimes: tuple[str, ...], as_json: bool, quiet: bool,
+            **options: Any) -> None:
     """Train SPEC with knowledge distillation from --teacher; print teacher and student
     (accuracy, params, MACs; with --runtime, deployed latency)."""
     from dwsearch.compress.compare import format_rows, row, val_accuracy
-    from dwsearch.compress.distill import load_teacher
+    from dwsearch.compress.distill import distillation_cost, load_teacher
     from dwsearch.run import load_data, model_from_checkpoint, train_spec
     from dwsearch.zoo import load_spec
 
@@ -92,6 +97,11 @@ def distill(spec: str, teacher: str, compare: bool, checkpoint: str | None, over
     loaded = load_teacher(distill_config)  # a bad teacher fails before the data loads
     splits = load_data(student, data)
     progress = False if quiet else None
+    if cost:
+        measured = distillation_cost(student, distill_config, splits, config)
+        click.echo(json.dumps(dataclasses.asdict(measured), indent=2) if as_json
+                   else measured.format())
+        return
     records = {}
     if compare:
         records["student (no teacher)"] = train_spec(student, splits, config, progress=progress,
