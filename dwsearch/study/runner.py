@@ -148,7 +148,6 @@ def _child(plan: Plan, url: str, options: WorkerOptions, events: Any) -> None:
         events.put(("bug", "".join(traceback.format_exception(err))))
 
 
-@checked(StudyError, hints={"config": "read a study file with load_config(path) first"})
 def check_compression(config: StudyConfig, plan: Plan, url: str) -> None:
     """The study's compression levers resolved and tried on the configurations it lays out
     (a sampled study: its base), before anything trains (see dwsearch.study.compression)."""
@@ -162,6 +161,7 @@ def check_compression(config: StudyConfig, plan: Plan, url: str) -> None:
                       [json.loads(c) for c in configs] or [{}])
 
 
+@checked(StudyError, hints={"config": "read a study file with load_config(path) first"})
 def run_study(
     config: StudyConfig,
     *,
