@@ -16,7 +16,9 @@ SHARED_CIFAR10 := $(abspath ../shared/datasets/cifar10-jpeg)
 ifneq ($(wildcard $(SHARED_CIFAR10)/train),)
 export DWSEARCH_DATA_DIR ?= $(SHARED_CIFAR10)
 endif
-PYTEST_ARGS ?=
+# One pytest process per core, each test file in one of them (its module fixtures made once;
+# the real-process worker tests of a file run side by side as before). PYTEST_ARGS= runs serially.
+PYTEST_ARGS ?= -n auto --dist loadfile
 # The main job runs studies/quick.yaml (a few minutes on a 2-core CPU, real CIFAR-10) and
 # writes its report into reports/quick/. STUDY=studies/baseline.yaml runs another; STUDY_ARGS adds options.
 STUDY ?= studies/quick.yaml
