@@ -170,9 +170,6 @@ def quantization_aware(
     validation split. Raises :class:`CompressError` (or the deploy package's errors: a
     runtime missing, a block it cannot lower) before any training.
     """
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
-
     from dwsearch.compress.prune import trained_source
     from dwsearch.run import make_loaders
     from dwsearch.train.loop import evaluate, fit
@@ -183,7 +180,10 @@ def quantization_aware(
         raise CompressError(f"qat: expected a QatConfig, found {type(qat).__name__}")
     if not isinstance(recipe, TrainConfig):
         raise CompressError(f"recipe: expected a TrainConfig, found {type(recipe).__name__}")
-    get_runtime(RUNTIME).require()  # before the model or the data load
+    get_runtime(RUNTIME).require()  # before the model or the data load (and torchao, quietly)
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
     model, identity, splits, _ = trained_source(source, data, recipe, progress=progress)
     if not len(splits.val):
         raise CompressError("data: quantization-aware training compares accuracies on a "
