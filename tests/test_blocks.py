@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dwsearch import get_block, list_blocks
 from dwsearch.costs import count_activations, count_macs, measure_saved_bytes
+from dwsearch.registry import block_info
 
 CASES = [
     pytest.param(name, args, id=f"{name}-{i}")
@@ -34,7 +35,11 @@ def _build(name: str, args: dict[str, Any]) -> torch.nn.Module:
 
 
 def test_every_registered_block_has_test_cases() -> None:
-    missing = [name for name in list_blocks() if name not in BLOCK_CASES]
+    # Every block dwsearch or an installed plugin registers; blocks that test modules register
+    # for themselves (an untraceable or unlowerable user block) are theirs to test, whichever
+    # order (or pytest-xdist worker) the modules run in.
+    missing = [name for name in list_blocks()
+               if name not in BLOCK_CASES and not block_info(name).source.startswith("test")]
     assert not missing, f"add example arguments to tests/closed_form.py for {missing}"
 
 

@@ -19,7 +19,10 @@ STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"
 
 def test_the_shipped_studies_are_the_ones_documented() -> None:
     assert {p.stem for p in STUDIES} == {"baseline", "deploy", "kernel_size", "multiplier",
-                                         "hybrid", "mobile", "quick"}
+                                         "hybrid", "mobile", "quick", "distill",
+                                         "prune_vs_replace"}
+    readme = (STUDIES[0].parent.parent / "README.md").read_text()
+    assert all(f"`{p.stem}`" in readme for p in STUDIES)
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)

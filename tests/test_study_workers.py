@@ -82,7 +82,9 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(images: Path, tmp_pa
     wait_for(lambda: any(s == "RUNNING" for _, s, _ in trial_states(url, "t")), 120,
              "a running trial")
     first.send_signal(signal.SIGINT)
-    code, output = finish(first, timeout=60)
+    # Mostly it stops at once; where the signal landed in a finalizer it stops after the
+    # running trial, which on a loaded machine (pytest -n auto) may take a minute or more.
+    code, output = finish(first)
     assert code == 130, output
     assert "Traceback" not in output and "Interrupted." in output
     states = trial_states(url, "t")
