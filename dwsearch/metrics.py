@@ -80,6 +80,21 @@ def _int8_drop(record: RunRecord) -> float | None:
     return float(record.val_accuracy) - int8
 
 
+def _qat(key: str) -> Callable[[RunRecord], float | None]:
+    """From the qat: section's measurement (dwsearch.compress.qat.QatResult.record)."""
+
+    def read(record: RunRecord) -> float | None:
+        qat = (record.compression or {}).get("qat")
+        if not isinstance(qat, Mapping):
+            return None
+        value = qat.get(key)
+        if key == "qat_accuracy" and value is None:  # QAT not needed: post-training ships
+            value = qat.get("ptq_accuracy")
+        return None if value is None else float(value)
+
+    return read
+
+
 def _latency_before_training(costs: Any, timing: Any) -> float | None:
     return None if timing is None else float(timing.median_ms)
 
@@ -106,6 +121,8 @@ class Metric:
     # (runtime, precision) the study's deploy: section must measure for it ("*": any
     # runtime); None: measured without a deploy: section.
     deploy: tuple[str, str] | None = None
+    # Another section of the study file that measures it ("qat"); None: none needed.
+    section: str | None = None
 
 
 METRICS: Mapping[str, Metric] = {m.name: m for m in (
@@ -163,6 +180,17 @@ METRICS: Mapping[str, Metric] = {m.name: m for m in (
     Metric("int8_accuracy_drop", "minimize", "fraction", "int8 accuracy drop",
            _int8_drop, constrainable=True, column="int8_drop_mean",
            run_column="int8_accuracy_drop", deploy=("*", "int8")),
+    # The qat: section (ExecuTorch XNNPACK programs run on the whole validation split): the
+    # post-training int8 program's accuracy, and that of the int8 program to ship (QAT's
+    # where post-training lost more than max_drop, else post-training's).
+    Metric("ptq_int8_val_accuracy", "maximize", "fraction",
+           "post-training int8 validation accuracy", _qat("ptq_accuracy"),
+           constrainable=True, column="ptq_int8_val_mean",
+           run_column="ptq_int8_val_accuracy", section="qat"),
+    Metric("qat_int8_val_accuracy", "maximize", "fraction",
+           "shipped int8 validation accuracy (after QAT where it ran)",
+           _qat("qat_accuracy"), constrainable=True, column="qat_int8_val_mean",
+           run_column="qat_int8_val_accuracy", section="qat"),
 )}
 
 

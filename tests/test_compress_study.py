@@ -209,10 +209,14 @@ def test_qat_where_post_training_int8_loses_too_much(images: Path) -> None:
     pytest.importorskip("executorch")
     outcome = run(study_dict(images, train=RECIPE, space={"layers[0,2].block": ["dwsep"]},
                              qat={"max_drop": 0.0, "force": True, "epochs": 1,
-                                  "calibration_images": 16}))
+                                  "calibration_images": 16},
+                             objectives=["val_accuracy", "qat_int8_val_accuracy",
+                                         "ptq_int8_val_accuracy"]))
     assert outcome.states == {"COMPLETE": 1}
-    qat = load_results("t").trials[0].record.compression["qat"]
+    trial = load_results("t").trials[0]
+    qat = trial.record.compression["qat"]
     assert qat["ran_qat"] is True and 0 <= qat["qat_accuracy"] <= 1
+    assert trial.values == (trial.record.val_accuracy, qat["qat_accuracy"], qat["ptq_accuracy"])
     assert qat["ptq_int8_ms"] > 0 and qat["qat_int8_ms"] > 0
     assert qat["lr"] == pytest.approx(RECIPE["lr"] / 10)
 
@@ -229,6 +233,9 @@ def test_qat_where_post_training_int8_loses_too_much(images: Path) -> None:
      r"^t\.yaml: prune\.fro: unknown key; did you mean 'from'\?"),
     ({"prune": {"target": {"flops": 0.5}}}, r"^t\.yaml: prune\.target: expected macs or "
                                             r"params, found 'flops'$"),
+    ({"objectives": ["val_accuracy", "qat_int8_val_accuracy"]},
+     r"^t\.yaml: objectives\[1\]: qat_int8_val_accuracy is measured by the qat: section, and "
+     r"the study has none; add e\.g\. qat: \{max_drop: 0\.01\}$"),
     ({"space": {"train.distill.alpha": [0, 1]}},
      r"^t\.yaml: space\.train\.distill\.alpha: the study has no train\.distill section"),
     ({"train": {"distill": {"teacher": "t.pt", "alpha": 1.5}}},

@@ -56,6 +56,9 @@ OBJECTIVE_COLUMNS = {m.name: m.column for m in METRICS.values() if m.column is n
 DEPLOY_COLUMNS = {m.run_column: m.column for m in METRICS.values()
                   if m.deploy is not None and m.run_column and m.column}
 DEPLOY_EAGER = "deploy_eager_ms"
+# Measured by another section of the study (qat:): per-run column -> per-configuration mean.
+SECTION_COLUMNS = {m.run_column: m.column for m in METRICS.values()
+                   if m.section is not None and m.run_column and m.column}
 # The costs that accuracy is plotted against, each with its own front.
 COST_COLUMNS = {"params": "parameters", "macs": "MACs", "latency_ms": "latency (ms)"}
 
@@ -277,6 +280,8 @@ def _trial_row(trial: TrialResult, objectives: Sequence[str]) -> dict[str, Any]:
             "bn": record.bn,
             "lossy_data": record.lossy_data,
             **_compression_cells(record.compression),
+            **{m.run_column: m.read(record) for m in METRICS.values()
+               if m.section is not None and m.run_column},
         })
         if record.deploy is not None:
             eager = record.deploy.get("eager")
@@ -297,7 +302,7 @@ _COLUMNS = [
     "val_accuracy", "best_val_accuracy", "test_accuracy", "test_loss", "epochs_trained",
     "train_seconds", "record_status", "device", "device_name", "latency_device", "precision",
     "threads", "host", "bn", "lossy_data", "reused_from", "retry_of", "retried_as", "worker",
-    "weights", "error", "started", "finished", DEPLOY_EAGER, *DEPLOY_COLUMNS,
+    "weights", "error", "started", "finished", DEPLOY_EAGER, *DEPLOY_COLUMNS, *SECTION_COLUMNS,
     *_COMPRESSION_COLUMNS,
 ]
 
@@ -412,11 +417,13 @@ def _configs(runs: pd.DataFrame, baselines: Mapping[str, str],
             "best_val_mean", "test_mean", "test_std", "latency_ms", "train_ips",
             "train_ips_std", "train_seconds", "epochs", "reused", "device_name", "baseline",
             "is_base", "on_front", "front_params", "front_macs", "front_latency_ms",
-            DEPLOY_EAGER, *DEPLOY_COLUMNS.values(), *_COMPRESSION_COLUMNS])
+            DEPLOY_EAGER, *DEPLOY_COLUMNS.values(), *SECTION_COLUMNS.values(),
+            *_COMPRESSION_COLUMNS])
     numeric = runs.astype({c: float for c in ("val_accuracy", "best_val_accuracy",
                                               "test_accuracy", "latency_ms", "train_ips",
                                               "train_seconds", DEPLOY_EAGER,
-                                              *DEPLOY_COLUMNS, *_COMPRESSION_MEANS)})
+                                              *DEPLOY_COLUMNS, *SECTION_COLUMNS,
+                                              *_COMPRESSION_MEANS)})
     grouped = numeric.groupby("config_hash", sort=False)
     configs = grouped.agg(
         id=("trial", "min"), label=("label", "first"), role=("role", "first"),
@@ -432,6 +439,7 @@ def _configs(runs: pd.DataFrame, baselines: Mapping[str, str],
         reused=("reused", "any"), device_name=("device_name", "first"),
         **{DEPLOY_EAGER: (DEPLOY_EAGER, "mean")},
         **{column: (run_column, "mean") for run_column, column in DEPLOY_COLUMNS.items()},
+        **{column: (run_column, "mean") for run_column, column in SECTION_COLUMNS.items()},
         compression=("compression", "first"),
         **{f.column: (f.column, f.over_seeds) for f in COMPRESSION_FIELDS},
     )

@@ -919,6 +919,14 @@ def _parse_objective(text: str, where: str) -> Objective:
     return Objective(metric, words[direction.strip()])
 
 
+def _check_section(metric: str, model: StudyModel, where: str) -> None:
+    """A metric another section measures (qat:) needs that section."""
+    section = METRICS[metric].section
+    if section is not None and getattr(model, section) is None:
+        raise StudyError(f"{where}: {metric} is measured by the {section}: section, and the "
+                         f"study has none; add e.g. {section}: {{max_drop: 0.01}}")
+
+
 def _check_deployed(metric: str, deploy: DeploySection, where: str) -> None:
     """A metric measured where models ship needs the deploy: section to measure it."""
     needs = METRICS[metric].deploy
@@ -1100,6 +1108,7 @@ def _parse(data: Any, source: str, directory: str | Path, overrides: tuple[str, 
     for where, metric in ([(f"objectives[{i}]", o.metric) for i, o in enumerate(objectives)]
                           + [(f"constraints.{c.metric}", c.metric) for c in constraints]):
         _check_deployed(metric, model.deploy, f"{source}: {where}")
+        _check_section(metric, model, f"{source}: {where}")
     sampler = model.sampler if isinstance(model.sampler, SamplerSection) else SamplerSection(
         name=model.sampler)
     pruner = model.pruner if isinstance(model.pruner, PrunerSection) else PrunerSection(
