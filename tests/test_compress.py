@@ -315,6 +315,7 @@ def test_taylor_pruning_reads_training_gradients_then_the_normal_trainer_fine_tu
 # -- quantization-aware training --------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_cifar
 def test_qat_end_to_end_lowers_and_runs_in_executorch_int8(splits: DataSplits) -> None:
     torch.manual_seed(0)

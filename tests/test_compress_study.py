@@ -205,6 +205,7 @@ def test_a_configuration_that_cannot_be_pruned_fails_its_trial_with_the_reason(
     assert trials[8].record.macs <= 20_000
 
 
+@pytest.mark.slow
 def test_qat_where_post_training_int8_loses_too_much(images: Path) -> None:
     pytest.importorskip("executorch")
     outcome = run(study_dict(images, train=RECIPE, space={"layers[0,2].block": ["dwsep"]},

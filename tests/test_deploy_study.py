@@ -60,6 +60,7 @@ def test_the_metrics_table_lowers_to_what_deploy_has() -> None:
     assert (tuple(RUNTIMES), tuple(PRECISIONS)) == (DEPLOY_RUNTIMES, DEPLOY_PRECISIONS)
 
 
+@pytest.mark.slow
 def test_every_trained_model_is_measured_where_it_ships(images: Path, tmp_path: Path) -> None:
     before = set(os.listdir(tempfile.gettempdir()))
     outcome = run(study_dict(images, deploy=DEPLOY, space={"layers[0,2].block": ["dwsep"]},

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import synthetic_study as synthetic
 
 from dwsearch.report import make_report
@@ -22,6 +23,7 @@ TRIALS = 10_000
 BOUND_SECONDS = 120  # generous for a shared 2-core CPU; measured about 20 s there
 
 
+@pytest.mark.slow
 def test_report_of_ten_thousand_trials(tmp_path: Path) -> None:
     url = f"journal:///{tmp_path / 'large.log'}"
     start = time.perf_counter()

@@ -44,6 +44,7 @@ def test_baseline_is_the_seed_experiment() -> None:
     assert config.model.repeats >= 3
 
 
+@pytest.mark.slow
 def test_quick_study_end_to_end_on_real_cifar10(tmp_path: Path, real_cifar10: Path) -> None:
     """studies/quick.yaml, the newcomer's first command, through the same path as `make
     run` (its grid, its repeats, real CIFAR-10), on a smaller budget: 1,000 training images

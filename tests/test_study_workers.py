@@ -40,6 +40,7 @@ def finish(process: subprocess.Popen[str], timeout: float = 240) -> tuple[int, s
     return process.returncode, out + err
 
 
+@pytest.mark.slow
 def test_killed_worker_is_resumed_with_exactly_n_trials(images: Path, tmp_path: Path,
                                                         env: dict[str, str]) -> None:
     study = slow_study(tmp_path, images)
@@ -74,6 +75,7 @@ def test_killed_worker_is_resumed_with_exactly_n_trials(images: Path, tmp_path: 
     assert f"superseded: retried as trial {retry.number}" in csv
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(images: Path, tmp_path: Path,
                                                             env: dict[str, str]) -> None:
     study = slow_study(tmp_path, images)
@@ -108,6 +110,7 @@ def postgres() -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow
 def test_three_workers_share_a_postgresql_study_and_survive_a_kill(
         images: Path, tmp_path: Path, env: dict[str, str], postgres: str) -> None:
     """Three workers, each named as if on another machine, so the dead one is found by its
