@@ -247,6 +247,29 @@ def test_a_short_grace_does_not_kill_a_worker_that_beats_slowly(
         ("COMPLETE", "completed")]
 
 
+def stop_outside_a_write(process: subprocess.Popen[str], db: Path) -> None:
+    """SIGSTOP ``process`` at a moment it holds no SQLite write lock. (A process frozen inside
+    a write transaction blocks every other writer of the file until it wakes: SQLite's nature,
+    why many machines should share PostgreSQL. That is not what this test is about.)"""
+    import sqlite3
+    import time
+
+    for _ in range(100):
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(0.05)
+        con = sqlite3.connect(db, timeout=0.2)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.rollback()
+            return
+        except sqlite3.OperationalError:
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            con.close()
+    raise AssertionError("the worker held the SQLite write lock at every try")
+
+
 def test_a_worker_whose_trial_was_taken_over_discards_its_result(
         images: Path, tmp_path: Path, env: dict[str, str]) -> None:
     """A worker that stops answering (here: stopped with SIGSTOP, as a machine that hangs or
@@ -260,7 +283,7 @@ def test_a_worker_whose_trial_was_taken_over_discards_its_result(
     wait_for(lambda: any(s == "RUNNING" for _, s, _ in trial_states(url, "t")), 120,
              "the first worker to be training")
     other = dwsearch("run-study", str(study), *options, env=env)
-    sleeper.send_signal(signal.SIGSTOP)
+    stop_outside_a_write(sleeper, tmp_path / "studies" / "t.db")
     try:
         wait_for(lambda: any(i.get("status") == "killed" for _, _, i in trial_states(url, "t")),
                  120, "the other worker to take the trial over")
