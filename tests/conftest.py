@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+
+# Under pytest-xdist each worker gets its share of the cores for torch's intra-op threads
+# (read when torch is first imported; child processes inherit it): N workers each using
+# every core oversubscribe the machine. Set before anything imports torch.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 
 import pytest
 from realdata import require_cifar10
