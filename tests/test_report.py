@@ -236,6 +236,30 @@ def test_a_folder_with_other_files_is_refused(studies: dict[str, Made], tmp_path
     assert _snapshot(tmp_path) == before  # every byte, and nothing added
 
 
+def test_a_report_may_live_beside_its_own_study_file_only(studies: dict[str, Made],
+                                                          tmp_path: Path) -> None:
+    """reports/NAME/ keeps the study's SQLite file beside its report (so it regenerates from
+    a clone): that file does not make the folder foreign, and is never touched; another
+    study's file there still does."""
+    import shutil
+
+    from dwsearch.study.results import load_results
+
+    made = studies["baseline"]
+    db = tmp_path / "study.db"
+    shutil.copy(made.url.removeprefix("sqlite:///"), db)
+    results = load_results(made.results.name, f"sqlite:///{db}")
+    before = db.read_bytes()
+    make_report(results, tmp_path)
+    make_report(results, tmp_path)  # and over its own earlier report
+    assert db.read_bytes() == before and (tmp_path / "index.html").is_file()
+    other = tmp_path.parent / f"{tmp_path.name}-other"
+    other.mkdir()
+    shutil.copy(db, other / "study.db")
+    with pytest.raises(ReportError, match=r"not empty and not an earlier report .*study\.db"):
+        make_report(studies["ablation"].results, other)
+
+
 def test_a_report_of_another_study_is_not_replaced(studies: dict[str, Made],
                                                    tmp_path: Path) -> None:
     # With a manifest: the baseline's report folder
