@@ -94,6 +94,19 @@ class HumanFormatter(Formatter):
         return labels
 
 
+def _accuracy_cost_axes(ax: Any, costs: Any, cost_label: str, accuracy_label: str) -> None:
+    """Accuracy (percent) against a cost: a log scale where the costs span more than 8x."""
+    values = costs.astype(float)
+    if len(values) and values.min() > 0 and values.max() / values.min() > 8:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(HumanFormatter())
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.set_xlabel(f"{cost_label} (lower is better)")
+    ax.set_ylabel(accuracy_label)
+
+
 def pareto_figure(
     configs: pd.DataFrame, cost: str, cost_label: str, *, front: str,
     pruned: pd.DataFrame | None = None, accuracy: str = "val_mean",
@@ -136,15 +149,7 @@ def pareto_figure(
                    label=f"{row['baseline']}{' (base)' if row['is_base'] else ''}")
         ax.annotate(str(row["baseline"]), (row[cost], row[accuracy]),
                     textcoords="offset points", xytext=(7, -11), fontsize=8, zorder=6)
-    values = data[cost].astype(float)
-    if len(values) and values.min() > 0 and values.max() / values.min() > 8:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.xaxis.set_major_formatter(HumanFormatter())
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
-    ax.set_xlabel(f"{cost_label} (lower is better)")
-    ax.set_ylabel(accuracy_label)
+    _accuracy_cost_axes(ax, data[cost], cost_label, accuracy_label)
     ax.set_title(f"Accuracy against {cost_label}")
     ax.grid(True, alpha=0.3)
     # "best" keeps points visible; it scans every point, so large studies take a fixed corner
@@ -184,15 +189,7 @@ def compression_figure(configs: pd.DataFrame, cost: str, cost_label: str,
                    s=(8 if many else 26) if i == 0 else 46, color=color, edgecolors="white",
                    linewidths=0.5, alpha=(0.45 if many else 0.8) if i == 0 else 1.0,
                    zorder=3 + i, label=f"{name} ({len(part):,})")
-    values = data[cost].astype(float)
-    if len(values) and values.min() > 0 and values.max() / values.min() > 8:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.xaxis.set_major_formatter(HumanFormatter())
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
-    ax.set_xlabel(f"{cost_label} (lower is better)")
-    ax.set_ylabel(accuracy_label)
+    _accuracy_cost_axes(ax, data[cost], cost_label, accuracy_label)
     ax.set_title("Accuracy by compression method")
     ax.grid(True, alpha=0.3)
     if len(data):  # "best" scans every point: large studies take a fixed corner
