@@ -12,6 +12,7 @@ gets. The training itself is :func:`dwsearch.study.objective.train`'s.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -69,8 +70,8 @@ def _teacher(study: StudyConfig, storage: str | None) -> tuple[str, Any]:
     teacher = section.teacher
     if isinstance(teacher, str):
         path = Path(teacher)
-        if not path.is_absolute():
-            path = study.directory / path
+        if not path.is_absolute():  # relative to the study file, shown without "dir/../"
+            path = Path(os.path.normpath(study.directory / path))
         spec: Any = section.teacher_spec
         if isinstance(spec, dict):
             spec = ModelSpec.from_dict(spec, _where(study, "train.distill.teacher_spec"))
