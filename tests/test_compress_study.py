@@ -287,3 +287,20 @@ def test_compress_distill_cost_prints_both_paths_against_no_teacher(
     cost = json.loads(result.output)
     assert cost["epochs"] == 2 and cost["images"] == 72 - 12
     assert all(cost[k] > 0 for k in ("plain", "cached", "augmented", "per_batch"))
+
+
+@pytest.mark.parametrize("extra", [["--compare"], ["--checkpoint", "x.pt"],
+                                   ["--runtime", "executorch"]])
+def test_compress_distill_cost_refuses_what_it_would_ignore(teacher: Path, tmp_path: Path,
+                                                            extra: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from dwsearch.cli import main
+
+    result = CliRunner().invoke(main, ["compress", "distill", "seed_dwsep", "--teacher",
+                                       str(teacher), "--cost", *extra])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --cost measures what the teacher costs and keeps no model; drop --compare, "
+        "--checkpoint and --runtime")
+    assert not (tmp_path / "x.pt").exists()

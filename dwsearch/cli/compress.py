@@ -87,6 +87,9 @@ def distill(spec: str, teacher: str, compare: bool, checkpoint: str | None, over
     from dwsearch.run import load_data, model_from_checkpoint, train_spec
     from dwsearch.zoo import load_spec
 
+    if cost and (compare or checkpoint is not None or runtimes):
+        raise click.UsageError("--cost measures what the teacher costs and keeps no model; "
+                               "drop --compare, --checkpoint and --runtime")
     config, data = _recipe(options, finetune=False)
     distill_config = build_config(DistillConfig, options, teacher=teacher)
     student = load_spec(spec)
