@@ -139,25 +139,34 @@ class Teacher:
         ``split`` in order, normalised as the trainer normalises them: one batched pass in
         inference mode, computed once per split (by content) and precision, then served from
         memory (a study worker distils trial after trial from one teacher)."""
+        return self.logits_and_cost(split, device=device, precision=precision,
+                                    channels_last=channels_last, batch_size=batch_size)[0]
+
+    def logits_and_cost(self, split: ImageTensors, *, device: str, precision: str,
+                        channels_last: bool = False, batch_size: int = TEACHER_BATCH
+                        ) -> tuple[torch.Tensor, float, bool]:
+        """:meth:`logits`, with the seconds computing them took (once) and whether they
+        were served from memory (an earlier run of this process paid for them)."""
         from dwsearch.data.loader import BatchLoader
 
-        key = (tensor_crc(split.images), tuple(split.images.shape), device, precision,
-               channels_last)
-        if key not in self._logits:
+        key = _logits_key(split, device, precision, channels_last)
+        reused = key in self._logits
+        if not reused:
             start = time.perf_counter()
             loader = BatchLoader(split, batch_size=batch_size, device=device,
                                  channels_last=channels_last)
             parts = [self.forward(batch[0], precision=precision) for batch in loader]
             self._logits[key] = torch.cat(parts)
             self._seconds[key] = time.perf_counter() - start
-        return self._logits[key]
+        return self._logits[key], self._seconds[key], reused
 
-    def logits_seconds(self, split: ImageTensors, *, device: str, precision: str,
-                       channels_last: bool = False) -> float | None:
-        """How long computing :meth:`logits` for ``split`` took (once; None before)."""
-        key = (tensor_crc(split.images), tuple(split.images.shape), device, precision,
-               channels_last)
-        return self._seconds.get(key)
+
+def _logits_key(split: ImageTensors, device: str, precision: str,
+                channels_last: bool) -> tuple[Any, ...]:
+    """A split's logits are the same while its images (by content), the device, precision
+    and memory format are."""
+    return (tensor_crc(split.images), tuple(split.images.shape), device, precision,
+            channels_last)
 
 
 @functools.lru_cache(maxsize=2)
@@ -268,15 +277,13 @@ def prepare_distillation(
     alpha, temperature, smoothing = config.alpha, config.temperature, train.label_smoothing
     record: dict[str, Any] = {**teacher.identity(), "alpha": alpha, "temperature": temperature}
     if not train.augment:
-        reused = teacher.logits_seconds(splits.train, device=device, precision=precision,
-                                        channels_last=train.channels_last) is not None
-        logits = teacher.logits(splits.train, device=device, precision=precision,
-                                channels_last=train.channels_last)
+        logits, seconds, reused = teacher.logits_and_cost(
+            splits.train, device=device, precision=precision,
+            channels_last=train.channels_last)
         # What computing them cost, once per dataset, also where an earlier run of this
         # process computed them (reused: true) and this one paid nothing.
-        record.update(teacher_logits="cached", teacher_seconds=teacher.logits_seconds(
-            splits.train, device=device, precision=precision,
-            channels_last=train.channels_last), teacher_logits_reused=reused)
+        record.update(teacher_logits="cached", teacher_seconds=seconds,
+                      teacher_logits_reused=reused)
 
         def cached(student_logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor,
                    extra: torch.Tensor | None) -> torch.Tensor:

@@ -648,7 +648,6 @@ def prune_and_finetune(
     """
     from dataclasses import replace
 
-    from dwsearch.compress.compare import val_accuracy
     from dwsearch.run import train_spec
 
     if not isinstance(prune, PruneConfig):
@@ -663,16 +662,7 @@ def prune_and_finetune(
     model, identity, splits, loaded_config = trained_source(source, data, recipe,
                                                             progress=progress)
     data_config = data_config if data_config is not None else loaded_config
-    before = val_accuracy(model, splits, recipe)
-    pruned = prune_model(model, prune.target, importance=prune.importance, train=splits.train,
-                         taylor_batches=prune.taylor_batches,
-                         taylor_batch_size=prune.taylor_batch_size, bn=bn, seed=recipe.seed)
-    after_pruning = val_accuracy(pruned.model, splits, recipe)
-    info = {"from": identity, "target": str(pruned.target), "metric": pruned.target.metric,
-            "value": pruned.target.value, "importance": pruned.importance,
-            "ratio": pruned.ratio, "before": asdict(pruned.before),
-            "after": asdict(pruned.after), "bn": bn, "finetune_epochs": prune.finetune_epochs,
-            "val_accuracy_before": before, "val_accuracy_pruned": after_pruning}
+    pruned, info = prune_trained(model, identity, prune, splits, recipe, bn=bn)
     record = None
     if prune.finetune_epochs:
         record = train_spec(pruned.spec, splits, replace(recipe, epochs=prune.finetune_epochs),
@@ -680,4 +670,26 @@ def prune_and_finetune(
                             callbacks=callbacks, extra=extra, checkpoint=checkpoint,
                             overwrite=overwrite, weights=pruned.model.state_dict(),
                             compression={"prune": info})
-    return PruneOutcome(pruned, model, identity, before, after_pruning, record)
+    return PruneOutcome(pruned, model, identity, info["val_accuracy_before"],
+                        info["val_accuracy_pruned"], record)
+
+
+def prune_trained(model: Network, identity: Mapping[str, Any], prune: PruneConfig,
+                  splits: DataSplits, recipe: TrainConfig, *, bn: BNMode = "counted"
+                  ) -> tuple[Pruned, dict[str, Any]]:
+    """Prune the trained ``model`` (``identity``: what it is, see :func:`load_source`) as
+    ``prune`` says, measuring validation accuracy before and right after: the pruned model
+    and plain data for the fine-tuning record's ``compression["prune"]``."""
+    from dwsearch.compress.compare import val_accuracy
+
+    before = val_accuracy(model, splits, recipe)
+    pruned = prune_model(model, prune.target, importance=prune.importance, train=splits.train,
+                         taylor_batches=prune.taylor_batches,
+                         taylor_batch_size=prune.taylor_batch_size, bn=bn, seed=recipe.seed)
+    info = {"from": dict(identity), "target": str(pruned.target),
+            "metric": pruned.target.metric, "value": pruned.target.value,
+            "importance": pruned.importance, "ratio": pruned.ratio,
+            "before": asdict(pruned.before), "after": asdict(pruned.after), "bn": bn,
+            "finetune_epochs": prune.finetune_epochs, "val_accuracy_before": before,
+            "val_accuracy_pruned": val_accuracy(pruned.model, splits, recipe)}
+    return pruned, info

@@ -193,8 +193,7 @@ def for_trial(compression: Compression | None, config: Mapping[str, Any],
 
 def train_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """A configuration's recipe changes without the study's own fields (train.distill.*)."""
-    return {k: v for k, v in changes.items()
-            if k not in DISTILL_FIELDS and k.split(".")[0] not in STUDY_TRAIN_FIELDS}
+    return {k: v for k, v in changes.items() if k.split(".")[0] not in STUDY_TRAIN_FIELDS}
 
 
 def check(study: StudyConfig, space: Space, compression: Compression | None,

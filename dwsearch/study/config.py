@@ -1168,17 +1168,14 @@ def prune_target(section: PruneSection, where: str) -> tuple[str, float | None, 
     if isinstance(raw, str):
         key, sep, text = raw.partition("=")
         raw = {key.strip(): text.strip()} if sep else raw
-    if isinstance(raw, Mapping) and len(raw) == 1:
-        ((metric, value),) = raw.items()
-        if metric in ("macs", "params") and isinstance(value, str) and not re.match(
-                r"^\s*(\d+(\.\d*)?|\.\d+)\s*[KMGkmg]?\s*$", value):
-            if not value.strip():
-                raise StudyError(f"{where}: {metric}: expected a ratio, a count or a model, "
-                                 f"found ''")
-            return metric, None, value.strip()
     try:
         target = PruneTarget.parse(raw)
     except ConfigError as err:
+        # Not a ratio or a count: {macs: MODEL}, a spec whose count it is.
+        if isinstance(raw, Mapping) and len(raw) == 1:
+            ((metric, value),) = raw.items()
+            if metric in ("macs", "params") and isinstance(value, str) and value.strip():
+                return metric, None, value.strip()
         raise StudyError(f"{where}: {str(err).removeprefix('target: ')}") from err
     return target.metric, target.value, None
 

@@ -138,26 +138,14 @@ def train(run: Run, splits: Any, *, test: bool, callbacks: Iterable[Callable[[An
                             progress=False, latency=latency, data_config=run.data,
                             extra=extra, check=check, deploy=after, distill=distill)
     else:
-        from dwsearch.compress.prune import prune_model
+        from dwsearch.compress.prune import prune_trained
 
-        source, origin = _source(run, compressed, splits, callbacks, sources)
-        if not isinstance(source, dict):
+        source = _source(run, compressed, splits, callbacks, sources)
+        if isinstance(source, RunRecord):
             return source  # the source's training did not complete: its record says why
-        pruned = prune_model(source["model"], compressed.prune.target,
-                             importance=compressed.prune.importance, train=splits.train,
-                             taylor_batches=compressed.prune.taylor_batches,
-                             taylor_batch_size=compressed.prune.taylor_batch_size,
-                             seed=run.seed)
-        from dwsearch.compress.compare import val_accuracy
-
-        info = {"from": origin, "target": str(pruned.target), "metric": pruned.target.metric,
-                "value": pruned.target.value, "importance": pruned.importance,
-                "ratio": pruned.ratio, "before": asdict(pruned.before),
-                "after": asdict(pruned.after), "bn": pruned.bn,
-                "finetune_epochs": compressed.prune.finetune_epochs,
-                "val_accuracy_before": source["val_accuracy"],
-                "val_accuracy_pruned": val_accuracy(pruned.model, splits, run.train),
-                "source_train_seconds": source["train_seconds"]}
+        model, origin, source_seconds = source
+        pruned, info = prune_trained(model, origin, compressed.prune, splits, run.train)
+        info["source_train_seconds"] = source_seconds
         recipe = replace(run.train, epochs=compressed.prune.finetune_epochs)
         record = train_spec(pruned.spec, splits, recipe, test=test,
                             callbacks=list(callbacks) if compressed.prune_from == "base" else [],
@@ -171,55 +159,48 @@ def train(run: Run, splits: Any, *, test: bool, callbacks: Iterable[Callable[[An
 
 def _source(run: Run, compressed: TrialCompression, splits: Any,
             callbacks: Iterable[Callable[[Any], None]], sources: Path | None
-            ) -> tuple[dict[str, Any] | RunRecord, dict[str, Any]]:
+            ) -> tuple[Any, dict[str, Any], float] | RunRecord:
     """The trained model a trial prunes: its configuration trained with the recipe (from
     trial), or the study's base trained with the recipe and the trial's seed, kept in
-    ``sources`` and reused by the next trials of that seed (from base). Returns the model,
-    its validation accuracy and training time, and its identity; or the source's record
-    where its training did not complete."""
-    import torch
-
+    ``sources`` and reused by the next trials of that seed (from base). Returns the model
+    (CPU, eval mode), its identity and its training seconds (0 where reused); or the
+    source's record where its training did not complete."""
     from dwsearch.builder import build_model
-    from dwsearch.compress.compare import val_accuracy
     from dwsearch.compress.distill import weights_checksum
     from dwsearch.run import train_spec
     from dwsearch.train.checkpoint import load_weights, read_weights
 
-    from_base = compressed.prune_from == "base" and compressed.base is not None
+    from_base = compressed.prune_from == "base"
     spec = compressed.base if from_base and compressed.base is not None else run.spec
     recipe = compressed.base_train if from_base and compressed.base_train else run.train
     cached = None
-    if compressed.prune_from == "base" and sources is not None:
+    if from_base and sources is not None:
         key = run_key(spec.hash(), recipe, run.data, False, str(recipe.device),
                       {"distill": dict(compressed.key.get("distill") or {})})
         cached = sources / f"source-{key}.pt"
-    box: dict[str, Any] = {}
+    seconds = 0.0
     if cached is not None and cached.is_file():
         model = build_model(spec)
         load_weights(model, read_weights(cached), f"{cached}: the weights do not fit the base")
-        box.update(model=model.eval(), train_seconds=0.0)
     else:
-        def keep(model: Any, trained: Any) -> None:
-            box["model"] = model
+        trained: dict[str, Any] = {}
+
+        def keep(model: Any, splits: Any) -> None:
+            trained["model"] = model
             if cached is not None:
                 _keep_weights(model, cached)
 
         record = train_spec(spec, splits, recipe, test=False, progress=False, latency=False,
-                            data_config=run.data, distill=run.compression.distill
-                            if run.compression is not None else None,
-                            callbacks=list(callbacks) if compressed.prune_from == "trial"
-                            else [], deploy=keep)
+                            data_config=run.data, distill=compressed.distill,
+                            callbacks=[] if from_base else list(callbacks), deploy=keep)
         if record.status != "completed":
-            return record, {}
-        box["train_seconds"] = record.train_seconds
-    model = box["model"].cpu().eval()
-    with torch.no_grad():
-        box["val_accuracy"] = val_accuracy(model, splits, recipe)
-    box["model"] = model
+            return record
+        model, seconds = trained["model"], record.train_seconds
+    model = model.cpu().eval()
     origin = {"spec_hash": spec.hash(), "weights": weights_checksum(model), "name": spec.name,
               "file": str(cached) if cached is not None else None,
               "source": compressed.prune_from}
-    return box, origin
+    return model, origin, seconds
 
 
 def _quantization_aware(model: Any, splits: Any, run: Run, section: Any, deploy: Any

@@ -9,7 +9,6 @@ Several machines run the same command against one database (``--storage postgres
 from __future__ import annotations
 
 import copy
-import json
 import multiprocessing
 import os
 import queue
@@ -22,6 +21,8 @@ from typing import Any
 
 from dwsearch.arguments import checked
 from dwsearch.errors import DwsearchError, StudyError, reason
+from dwsearch.study import compression
+from dwsearch.study.compression import Compression
 from dwsearch.study.config import StudyConfig, load_study_config, parse_study_config
 from dwsearch.study.options import (
     AUTO_JOBS_CUDA,
@@ -30,6 +31,7 @@ from dwsearch.study.options import (
     default_worker_id,
 )
 from dwsearch.study.plan import Plan, StudyHandle, check_data, make_plan, open_study
+from dwsearch.study.space import config_hash
 from dwsearch.study.storage import (
     describe_url,
     is_in_memory,
@@ -148,17 +150,14 @@ def _child(plan: Plan, url: str, options: WorkerOptions, events: Any) -> None:
         events.put(("bug", "".join(traceback.format_exception(err))))
 
 
-def check_compression(config: StudyConfig, plan: Plan, url: str) -> None:
+def check_compression(config: StudyConfig, plan: Plan, url: str) -> Compression | None:
     """The study's compression levers resolved and tried on the configurations it lays out
     (a sampled study: its base), before anything trains (see dwsearch.study.compression)."""
-    from dwsearch.study import compression
-
     resolved = compression.resolve(config, plan.space, url)
-    configs = list(dict.fromkeys(
-        json.dumps(slot.config, sort_keys=True) for slot in plan.slots[:10_000]
-        if slot.config is not None))
-    compression.check(config, plan.space, resolved,
-                      [json.loads(c) for c in configs] or [{}])
+    configs = {config_hash(slot.config): slot.config for slot in plan.slots[:10_000]
+               if slot.config is not None}
+    compression.check(config, plan.space, resolved, list(configs.values()) or [{}])
+    return resolved
 
 
 @checked(StudyError, hints={"config": "read a study file with load_config(path) first"})
@@ -191,7 +190,7 @@ def run_study(
     if config.model.keep_weights:
         _check_weights_folder(options, url, config.name)
     # Teacher, pruning target, QAT's runtime: tried before the data loads or anything trains.
-    check_compression(config, plan, url)
+    resolved = check_compression(config, plan, url)
     # The data before the storage: a missing dataset must not leave a half-made study.
     data = StudyData(plan, options).preload()
     handle = open_study(plan, storage, create=True, worker=options.worker_id)
@@ -210,7 +209,7 @@ def run_study(
 
     ran = 0
     if jobs == 1:
-        ran = Worker(plan, handle, options, record, data=data).run()
+        ran = Worker(plan, handle, options, record, data=data, resolved=resolved).run()
     else:
         ran = _run_processes(plan, handle.raw_url, options, jobs, record)
     overheads = [e.overhead_seconds / e.seconds for e in events

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from dwsearch.data.config import DataConfig
@@ -258,7 +259,8 @@ class Worker:
 
     def __init__(self, plan: Plan, handle: StudyHandle, options: WorkerOptions,
                  on_event: Callable[[TrialEvent], None] | None = None,
-                 data: StudyData | None = None) -> None:
+                 data: StudyData | None = None,
+                 resolved: compression.Compression | EllipsisType | None = ...) -> None:
         self.plan, self.handle, self.options = plan, handle, options
         self.config = plan.config
         self.on_event = on_event or (lambda event: None)
@@ -278,9 +280,11 @@ class Worker:
                                                                 self.config.constraints}
         self.measure_latency = self.config.model.latency or "latency" in needs
         self._device = self.data.device
-        # Teacher loaded, pruning target counted: once per worker process.
-        self.compression = compression.resolve(self.config, plan.space,
-                                               handle.raw_url or handle.url)
+        # Teacher loaded, pruning target counted: once per process (``resolved``: by the
+        # runner in this one already).
+        self.compression = (compression.resolve(self.config, plan.space,
+                                                handle.raw_url or handle.url)
+                            if isinstance(resolved, EllipsisType) else resolved)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
