@@ -232,6 +232,8 @@ def test_qat_where_post_training_int8_loses_too_much(images: Path) -> None:
      r"^t\.yaml: prune\.when\.width: not a key of space; allowed: layers\[0,2\]\.block$"),
     ({"prune": {"fro": "trial", "target": {"macs": 0.5}}},
      r"^t\.yaml: prune\.fro: unknown key; did you mean 'from'\?"),
+    ({"prune": {"target": {"macs": 0.5}, "finetune_epochs": 0}},
+     r"^t\.yaml: prune\.finetune_epochs: .*1"),
     ({"prune": {"target": {"flops": 0.5}}}, r"^t\.yaml: prune\.target: expected macs or "
                                             r"params, found 'flops'$"),
     ({"objectives": ["val_accuracy", "qat_int8_val_accuracy"]},

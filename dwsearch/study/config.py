@@ -477,8 +477,9 @@ class PruneSection(BaseModel):
         description="{macs: 0.5} (a ratio of the model's own), {params: 120K} (a count), or "
                     "{macs: MODEL}: a spec's count (a built-in name or a spec file).")
     importance: Literal["magnitude", "taylor"] = "magnitude"
-    finetune_epochs: int = Field(1, ge=0, le=1000, description="Epochs of the recipe after "
-                                                                "pruning (0: none).")
+    finetune_epochs: int = Field(1, ge=1, le=1000, description="Epochs of the recipe after "
+                                                                "pruning: a pruned trial is "
+                                                                "measured fine-tuned.")
     taylor_batches: int = Field(4, ge=1, le=100_000)
     taylor_batch_size: int = Field(64, ge=1, le=100_000)
     when: dict[str, Value | list[Value]] = Field(
