@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from studyutil import TINY_BASE, make_images, study_dict
 
+from dwsearch.compress.config import DistillConfig
+from dwsearch.compress.distill import load_teacher
 from dwsearch.data.config import DataConfig
 from dwsearch.errors import CompressError, DwsearchError, StudyError
 from dwsearch.spec import ModelSpec
@@ -76,9 +78,6 @@ def test_distillation_in_a_study_is_paired_by_seed_and_alpha_zero_is_the_plain_r
                                                                for t in by_alpha[0.7])
     for t in by_alpha[0.0]:  # plain training: no teacher in its record or its key
         assert t.record.compression is None
-    from dwsearch.compress.config import DistillConfig
-    from dwsearch.compress.distill import load_teacher
-
     identity = load_teacher(DistillConfig(str(teacher))).identity()
     for t in by_alpha[0.7]:
         d = t.record.compression["distill"]
@@ -168,6 +167,27 @@ def test_prune_from_base_trains_the_base_once_per_seed(images: Path, tmp_path: P
     assert origins[0]["from"]["weights"] == origins[1]["from"]["weights"]  # one trained base
     assert origins[0]["source_train_seconds"] > 0 and origins[1]["source_train_seconds"] == 0
     assert len(list((tmp_path / "s-weights" / "sources").glob("source-*.pt"))) == 1
+
+
+def test_compressed_studies_run_in_worker_processes(images: Path, teacher: Path,
+                                                    tmp_path: Path) -> None:
+    """--jobs 2: each worker process resolves the teacher and the target itself; two
+    processes pruning from one base leave one kept base (written whole) and no temporary
+    file, and every trial is distilled and pruned as one process would."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    data = study_dict(images, train={**RECIPE, "distill": {"teacher": str(teacher)}},
+                      space={"train.lr": [0.05, 0.03, 0.02, 0.01]},
+                      prune={"from": "base", "target": {"macs": 0.6}})
+    outcome = run_study(parse_study_config(data, "t.yaml"), storage=url, jobs=2,
+                        options=WorkerOptions(device="cpu", poll=0.1))
+    assert outcome.states == {"COMPLETE": 4}
+    trials = load_results("t", url).trials
+    assert {t.record.compression["distill"]["teacher_weights"] for t in trials} == {
+        load_teacher(DistillConfig(str(teacher))).checksum}
+    assert all(t.record.macs <= 0.6 * t.record.compression["prune"]["before"]["macs"]
+               for t in trials)
+    sources = tmp_path / "s-weights" / "sources"
+    assert [p.name.startswith("source-") for p in sources.iterdir()] == [True]
 
 
 @pytest.mark.parametrize(("prune", "message"), [
